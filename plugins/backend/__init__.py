@@ -1,0 +1,1 @@
+"""Backend plugins: configure and report the JAX runtime (Dioptra's ``backend_configs``)."""

@@ -1,0 +1,1 @@
+"""Dataset plugins. A dataset is a dict of equal-length arrays: ``{"x": ..., "y": ...}``."""

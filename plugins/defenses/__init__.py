@@ -1,0 +1,1 @@
+"""Defences: input preprocessing (feature squeezing) and adversarial training."""

@@ -1,0 +1,1 @@
+"""Theodolite's processes: the CLI, the embedded runner's display, planner and workers."""

@@ -1,0 +1,167 @@
+"""The ``theodolite`` command line.
+
+Contract (kept exact; automated acceptance depends on it):
+``validate`` exits 0 or 1 (one ``FILE:LINE:`` line per problem on stderr); ``run`` exits 0
+succeeded, 1 failed at run time, 2 document invalid; ``--json`` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared.document import catalog_for, check_file
+from shared.document.issues import Issue, Severity, has_errors
+from shared.document.parameters import bind_parameters, parse_assignment
+from shared.document.types import TypeRegistry
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _parameters(values: tuple[str, ...]) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    for text in values:
+        try:
+            name, value = parse_assignment(text)
+        except ValueError as problem:
+            raise click.BadParameter(str(problem), param_hint="-p") from None
+        given[name] = value
+    return given
+
+
+def _print_issues(file: str, issues: list[Issue]) -> None:
+    for issue in issues:
+        click.echo(issue.format(file), err=True)
+
+
+plugins_option = click.option(
+    "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
+    help="Directory of plugin modules (repeatable; also THEODOLITE_PLUGINS).",
+)
+params_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter; VALUE is read as YAML.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="theodolite")
+def main() -> None:
+    """Run Dioptra task graphs, in one process or on a RabbitMQ/MongoDB cluster."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@params_option
+@plugins_option
+def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...]) -> None:
+    """Check FILE without running anything; every problem as FILE:LINE: path: message."""
+    result = check_file(file, catalog_for(file, plugin_dirs))
+    issues = list(result.issues)
+    if result.document is not None:
+        _, bound = bind_parameters(result.document, _parameters(params), TypeRegistry(result.document.types), require_all=False)
+        issues += bound
+    _print_issues(file, issues)
+    sys.exit(EXIT_FAILED if has_errors(issues) else EXIT_OK)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--local", is_flag=True, default=True, help="Run in this process (the default).")
+@params_option
+@plugins_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result on stdout.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Steps run at once (default: max(4, CPUs)).")
+@click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes).")
+@click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="Where artifact outputs are written (default .theodolite/runs/TIME/).")
+@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when stderr is a terminal).")
+def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str, ...], as_json: bool,
+        concurrency: int | None, keep_going: bool, artifacts: tuple[str, ...], artifacts_dir: str | None,
+        progress: bool | None) -> None:
+    """Run FILE's whole graph in this process, independent steps concurrently."""
+    from shared.execution.artifact_files import artifact_input_values, write_artifact_outputs
+    from shared.execution.local import DEFAULT_CONCURRENCY, LocalExecutor
+    from shared.plugin_registry import PluginRegistry
+    from services.display import print_table, run_with_progress, stderr_is_terminal
+
+    catalog = catalog_for(file, plugin_dirs)
+    result = check_file(file, catalog)
+    _print_issues(file, result.issues)
+    if result.document is None:
+        sys.exit(EXIT_INVALID)
+    document = result.document
+    values, issues = bind_parameters(document, _parameters(params), TypeRegistry(document.types))
+    _print_issues(file, issues)
+    if has_errors(issues):
+        sys.exit(EXIT_INVALID)
+    files = {}
+    for text in artifacts:
+        name, sep, path = text.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=PATH, got {text!r}", param_hint="--artifact")
+        files[name] = Path(path)
+    artifact_values, problems = artifact_input_values(document, files)
+    for problem in problems:
+        click.echo(f"{file}:1: artifact_inputs: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_INVALID)
+
+    with PluginRegistry([*catalog.search_dirs, *catalog.extra_dirs]) as registry:
+        executor = LocalExecutor(
+            document, values, registry, concurrency=concurrency or DEFAULT_CONCURRENCY,
+            fail_fast=not keep_going, artifact_values=artifact_values,
+        )
+        show = stderr_is_terminal() if progress is None else progress
+        outcome = asyncio.run(run_with_progress(executor, show=show))
+        if outcome.status == "succeeded" and document.artifact_outputs:
+            target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
+            try:
+                outcome.artifacts = write_artifact_outputs(document, values, executor.job.outputs, registry, target)
+            except Exception as error:  # noqa: BLE001 - reported as the run's failure
+                outcome.status = "failed"
+                from shared.execution.result import StepError
+                outcome.error = StepError(step="artifact_outputs", type=type(error).__name__, message=str(error))
+    if as_json:
+        click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
+    else:
+        print_table(outcome, executor)
+        for name, path in (outcome.artifacts or {}).items():
+            click.echo(f"artifact {name}: {path}")
+    sys.exit(EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+@plugins_option
+def graph(file: str, fmt: str, plugin_dirs: tuple[str, ...]) -> None:
+    """Print FILE's step DAG as Mermaid or Graphviz DOT."""
+    from shared.document.render import to_dot, to_mermaid
+
+    result = check_file(file, catalog_for(file, plugin_dirs))
+    _print_issues(file, result.issues)
+    if result.document is None:
+        sys.exit(EXIT_INVALID)
+    click.echo(to_mermaid(result.document) if fmt == "mermaid" else to_dot(result.document), nl=False)
+
+
+@main.command()
+@plugins_option
+def tasks(plugin_dirs: tuple[str, ...]) -> None:
+    """List the registered plugin tasks documents can call by short name."""
+    catalog = catalog_for(None, plugin_dirs)
+    for task in sorted(catalog.all_tasks(), key=lambda t: t.spec.name):
+        outputs = ", ".join(task.spec.outputs.names) or "-"
+        click.echo(f"{task.spec.name:28} {task.spec.device:5} outputs: {outputs:24} {task.spec.coordinate}")
+    for problem in catalog.scan_problems():
+        click.echo(f"warning: {problem.message}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,1 @@
+"""The library every theodolite service uses: documents, validation, planner core, execution."""

@@ -1,0 +1,43 @@
+"""The job document: reading, validating and binding parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.document.issues import Issue, Severity, error
+from shared.document.model import JobDocument
+from shared.document.source import DocumentSyntaxError, SourceDocument, load_file, parse_text
+from shared.document.validation import ValidationResult, validate_source
+from shared.plugin_catalog import PluginCatalog, plugin_dirs_from_env
+
+__all__ = [
+    "Issue", "JobDocument", "Severity", "ValidationResult", "catalog_for", "check_file", "check_text",
+]
+
+
+def catalog_for(document_path: str | Path | None, plugin_dirs: Sequence[str | Path] = ()) -> PluginCatalog:
+    """The catalog a document is checked against: --plugins, THEODOLITE_PLUGINS, its folder, cwd."""
+    extra = [Path.cwd()]
+    if document_path is not None:
+        extra.insert(0, Path(document_path).resolve().parent)
+    return PluginCatalog(
+        search_dirs=[Path(d) for d in plugin_dirs] + plugin_dirs_from_env(),
+        extra_dirs=extra,
+    )
+
+
+def check_text(text: str, name: str, catalog: PluginCatalog | None) -> ValidationResult:
+    try:
+        source = parse_text(text, name)
+    except DocumentSyntaxError as problem:
+        return ValidationResult([error("document.syntax", (), problem.message).model_copy(update={"line": problem.line})])
+    return validate_source(source, catalog)
+
+
+def check_file(path: str | Path, catalog: PluginCatalog | None) -> ValidationResult:
+    try:
+        source: SourceDocument = load_file(path)
+    except DocumentSyntaxError as problem:
+        return ValidationResult([error("document.syntax", (), problem.message).model_copy(update={"line": problem.line})])
+    return validate_source(source, catalog)

@@ -1,0 +1,75 @@
+"""The checked job document: what the planner core and the runners execute.
+
+Built by :func:`shared.document.validation.validate` only from a document that passed
+validation, so its fields are trusted; large graphs are built with ``model_construct``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.plugin_api import OutputSpec
+
+SCHEMA_VERSION = 1
+
+
+class TaskBinding(BaseModel):
+    """A task short name bound to the plugin function that implements it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    plugin: str
+    """Dotted coordinate ``package.module.function``."""
+    outputs: OutputSpec = OutputSpec()
+    device: str = "cpu"
+    retries: int = 0
+    timeout_s: float | None = None
+
+
+class Step(BaseModel):
+    """One invocation in the graph, with its arguments still holding ``$references``."""
+
+    name: str
+    task: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+    """Every upstream step: referenced ones first, then explicit ``dependencies``; no repeats."""
+
+
+class ArtifactInput(BaseModel):
+    name: str
+    outputs: OutputSpec
+
+
+class ArtifactOutput(BaseModel):
+    name: str
+    contents: str
+    task: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Parameter(BaseModel):
+    name: str
+    type: str | None = None
+    has_default: bool = False
+    default: Any = None
+
+
+class JobDocument(BaseModel):
+    """A validated document, ready to plan; steps keep document order."""
+
+    schema_version: int = SCHEMA_VERSION
+    types: dict[str, Any] = Field(default_factory=dict)
+    """The document's own type definitions, kept to check run-time parameter values."""
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    tasks: dict[str, TaskBinding] = Field(default_factory=dict)
+    steps: dict[str, Step] = Field(default_factory=dict)
+    artifact_inputs: dict[str, ArtifactInput] = Field(default_factory=dict)
+    artifact_outputs: dict[str, ArtifactOutput] = Field(default_factory=dict)
+
+    def binding(self, step_name: str) -> TaskBinding:
+        return self.tasks[self.steps[step_name].task]

@@ -1,0 +1,53 @@
+"""The project's one error base and its subclasses; each keeps its context as attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TheodoliteError(Exception):
+    """Base of every error theodolite raises on purpose."""
+
+
+class ReferenceResolutionError(TheodoliteError):
+    """Raised when a ``$reference`` cannot be resolved at run time."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        super().__init__(f"cannot resolve ${reference}: {reason}")
+        self.reference = reference
+        self.reason = reason
+
+
+class PluginLoadError(TheodoliteError):
+    """Raised when a plugin module fails to import or a name is not a registered task."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"{target}: {reason}")
+        self.target = target
+        self.reason = reason
+
+
+class StepOutputError(TheodoliteError):
+    """Raised when a task's return value cannot be unpacked into its declared outputs."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"step {step!r}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class StepTimeoutError(TheodoliteError):
+    """Raised when a step runs longer than its task's ``timeout``."""
+
+    def __init__(self, step: str, timeout_s: float) -> None:
+        super().__init__(f"step {step!r} exceeded its timeout of {timeout_s:g} s")
+        self.step = step
+        self.timeout_s = timeout_s
+
+
+class ParameterError(TheodoliteError):
+    """Raised when run-time parameters are missing or malformed."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems

@@ -1,0 +1,62 @@
+"""Running one step: resolve its arguments, call the task, name its outputs.
+
+Shared by the embedded runner and the distributed workers so both give the same results
+as Dioptra's task engine: a single output holds the whole return value; a list of outputs
+unpacks an iterable (a count mismatch is logged, a non-iterable is an error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shared.document.model import Step
+from shared.document.references import resolve
+from shared.errors import StepOutputError
+from shared.plugin_api import OutputSpec
+
+log = logging.getLogger("theodolite.steps")
+
+
+def resolve_arguments(
+    step: Step, parameters: Mapping[str, Any], outputs: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[Any], dict[str, Any]]:
+    args = [resolve(value, parameters, outputs) for value in step.args]
+    kwargs = {key: resolve(value, parameters, outputs) for key, value in step.kwargs.items()}
+    return args, kwargs
+
+
+def name_outputs(step_name: str, spec: OutputSpec, value: Any) -> dict[str, Any]:
+    if not spec.names:
+        return {}
+    if not spec.unpack:
+        return {spec.names[0]: value}
+    try:
+        iterator = iter(value)
+    except TypeError:
+        raise StepOutputError(
+            step_name,
+            f"the task returned a non-iterable {type(value).__name__} but declares "
+            f"{len(spec.names)} outputs ({', '.join(spec.names)})",
+        ) from None
+    try:
+        count = len(value)
+    except TypeError:
+        count = None
+    if count is not None and count != len(spec.names):
+        log.warning(
+            "step %r: the task returned %d values for %d declared outputs", step_name, count, len(spec.names)
+        )
+    return dict(zip(spec.names, iterator))
+
+
+def invoke(
+    step: Step,
+    function: Callable[..., Any],
+    spec: OutputSpec,
+    parameters: Mapping[str, Any],
+    outputs: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    args, kwargs = resolve_arguments(step, parameters, outputs)
+    return name_outputs(step.name, spec, function(*args, **kwargs))

@@ -1,0 +1,61 @@
+"""A finished job as people and scripts see it (the ``run --json`` / ``submit --json`` object)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class StepError(BaseModel):
+    step: str
+    type: str
+    message: str
+
+
+class StepReport(BaseModel):
+    status: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobResult(BaseModel):
+    status: str
+    steps: dict[str, StepReport] = Field(default_factory=dict)
+    error: StepError | None = None
+    artifacts: dict[str, str] | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "steps": {
+                name: {"status": report.status, "outputs": {k: to_jsonable(v) for k, v in report.outputs.items()}}
+                for name, report in self.steps.items()
+            },
+            "error": self.error.model_dump() if self.error else None,
+        }
+        if self.artifacts:
+            data["artifacts"] = self.artifacts
+        return data
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON for any step output: arrays become nested lists, tuples lists, bytes base64."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy arrays and scalars, JAX arrays
+        return to_jsonable(tolist())
+    item = getattr(value, "__array__", None)
+    if callable(item):
+        return to_jsonable(item().tolist())
+    return repr(value)

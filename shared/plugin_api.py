@@ -1,0 +1,147 @@
+"""The plugin decorator: marks a function as a task a job document may call.
+
+A decorated function is returned unchanged apart from a ``__theodolite_task__``
+attribute holding its :class:`TaskSpec`. Nothing is recorded in module-level state:
+registries are built by importing plugin modules and collecting marked functions
+(see :mod:`shared.plugin_registry`), and the validator reads the same decorator
+statically from source (see :mod:`shared.plugin_catalog`) without importing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TASK_MARKER = "__theodolite_task__"
+DEFAULT_DEVICE = "cpu"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OutputsArg = str | Sequence[str] | Mapping[str, str] | Sequence[Mapping[str, str]] | None
+
+
+class OutputSpec(BaseModel):
+    """How a task's return value becomes named outputs (Dioptra's ``outputs``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    names: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    unpack: bool = False
+    """True for a list of outputs: the return value is iterated and zipped with ``names``."""
+
+
+class TaskSpec(BaseModel):
+    """Everything the engine knows about one plugin task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    module: str = ""
+    function: str = ""
+    outputs: OutputSpec = OutputSpec()
+    device: str = DEFAULT_DEVICE
+    retries: int = Field(default=0, ge=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device_label(cls, value: str) -> str:
+        if not value or not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"device label must be a non-empty word, got {value!r}")
+        return value
+
+    @property
+    def coordinate(self) -> str:
+        return f"{self.module}.{self.function}"
+
+
+def normalize_outputs(outputs: OutputsArg) -> OutputSpec:
+    """Accept every spelling of ``outputs`` the decorator allows.
+
+    ``"sum"`` or ``{"sum": "number"}`` name a single output holding the whole return value;
+    ``["seed", "rng"]`` or ``[{"seed": "integer"}, {"rng": "any"}]`` unpack an iterable.
+    """
+    if outputs is None:
+        return OutputSpec()
+    if isinstance(outputs, str):
+        return OutputSpec(names=(outputs,), types=("any",))
+    if isinstance(outputs, Mapping):
+        if len(outputs) != 1:
+            raise ValueError("a single output mapping must have exactly one name: type entry")
+        (name, type_name), = outputs.items()
+        return OutputSpec(names=(str(name),), types=(str(type_name),))
+    names: list[str] = []
+    types: list[str] = []
+    for item in outputs:
+        if isinstance(item, str):
+            names.append(item)
+            types.append("any")
+        elif isinstance(item, Mapping) and len(item) == 1:
+            (name, type_name), = item.items()
+            names.append(str(name))
+            types.append(str(type_name))
+        else:
+            raise ValueError(f"output entries must be names or one-entry mappings, got {item!r}")
+    return OutputSpec(names=tuple(names), types=tuple(types), unpack=True)
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    outputs: OutputsArg = None,
+    device: str = DEFAULT_DEVICE,
+    retries: int = 0,
+    timeout: float | None = None,
+) -> Callable[[F], F]: ...
+
+
+def task(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    outputs: OutputsArg = None,
+    device: str = DEFAULT_DEVICE,
+    retries: int = 0,
+    timeout: float | None = None,
+) -> F | Callable[[F], F]:
+    """Register a function as a plugin task; usable bare (``@task``) or with options.
+
+    ``name`` is the short name documents use (default: the function name); ``outputs``
+    names the return value(s); ``device`` routes the step to workers of that type;
+    ``retries`` re-runs a failed step that many extra times; ``timeout`` (seconds) fails a
+    step that runs longer.
+    """
+
+    def mark(func: F) -> F:
+        spec = TaskSpec(
+            name=name or func.__name__,
+            module=func.__module__,
+            function=func.__name__,
+            outputs=normalize_outputs(outputs),
+            device=device,
+            retries=retries,
+            timeout_s=timeout,
+        )
+        setattr(func, TASK_MARKER, spec)
+        return func
+
+    if fn is not None:
+        return mark(fn)
+    return mark
+
+
+register = task
+"""pyplugs-style alias: Dioptra plugins decorated with ``@register`` read the same."""
+
+
+def spec_of(obj: object) -> TaskSpec | None:
+    """The task spec of a decorated function, or None for anything else."""
+    spec = getattr(obj, TASK_MARKER, None)
+    return spec if isinstance(spec, TaskSpec) else None
