@@ -9,6 +9,7 @@ from shared.document.issues import Issue, Severity, error
 from shared.document.model import JobDocument
 from shared.document.source import DocumentSyntaxError, SourceDocument, load_file, parse_text
 from shared.document.validation import ValidationResult, validate_source
+from shared.gc_pause import gc_paused
 from shared.plugin_catalog import PluginCatalog, plugin_dirs_from_env
 
 __all__ = [
@@ -28,6 +29,11 @@ def catalog_for(document_path: str | Path | None, plugin_dirs: Sequence[str | Pa
 
 
 def check_text(text: str, name: str, catalog: PluginCatalog | None) -> ValidationResult:
+    with gc_paused():
+        return _check_text(text, name, catalog)
+
+
+def _check_text(text: str, name: str, catalog: PluginCatalog | None) -> ValidationResult:
     try:
         source = parse_text(text, name)
     except DocumentSyntaxError as problem:
@@ -36,6 +42,11 @@ def check_text(text: str, name: str, catalog: PluginCatalog | None) -> Validatio
 
 
 def check_file(path: str | Path, catalog: PluginCatalog | None) -> ValidationResult:
+    with gc_paused():
+        return _check_file(path, catalog)
+
+
+def _check_file(path: str | Path, catalog: PluginCatalog | None) -> ValidationResult:
     try:
         source: SourceDocument = load_file(path)
     except DocumentSyntaxError as problem:

@@ -32,7 +32,10 @@ class TaskInfo:
     open_positional: bool = False
     open_keywords: bool = False
     catalog: CatalogTask | None = None
-    inputs_declared: bool = True
+
+    def __post_init__(self) -> None:
+        self.input_index = {declared.name: index for index, declared in enumerate(self.inputs)}
+        self.required = [(index, d.name) for index, d in enumerate(self.inputs) if d.required]
 
 
 # types ---------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ class StepShape:
     kwargs_path: DocPath
     positional_as_list: bool = True
     """False when a single non-list value stands for one positional argument."""
+    dependencies_listed: bool = True
+    """False when ``dependencies`` was one string rather than a list."""
 
 
 @dataclass
@@ -112,6 +114,14 @@ def step_shape(step_name: str, step: Any, names: Names) -> StepShape | None:
     dependencies = _dependencies(step.get("dependencies", []), (*path, "dependencies"), names)
     if dependencies is None:
         return None
+    shape = _shape(step_name, step, dependencies, names)
+    if shape is not None:
+        shape.dependencies_listed = not isinstance(step.get("dependencies"), str)
+    return shape
+
+
+def _shape(step_name: str, step: Mapping[str, Any], dependencies: list[str], names: Names) -> StepShape | None:
+    path: DocPath = ("graph", step_name)
     if "task" in step:
         return _mixed_shape(step_name, step, dependencies, names)
     task_keys = [key for key in step if key != "dependencies"]

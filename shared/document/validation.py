@@ -36,6 +36,7 @@ from shared.document.source import DocPath, SourceDocument
 from shared.document.structure import Names, StepShape, check_top_level, step_shape
 from shared.document.types import (
     ANY,
+    is_reference,
     Type,
     TypeRegistry,
     compatible,
@@ -180,20 +181,20 @@ def _suggest(name: str, candidates: Any) -> str:
 
 def _check_invocation(step_name: str, shape: StepShape, info: TaskInfo, names: Names) -> None:
     inputs = info.inputs
-    by_name = {i.name: index for index, i in enumerate(inputs)}
-    if len(shape.args) > len(inputs) and not info.open_positional:
-        names.add(error("step.too-many-args", shape.args_path, f"step {step_name!r} passes {len(shape.args)} positional arguments but task {info.name!r} takes {len(inputs)}"))
+    positional = len(shape.args)
+    if positional > len(inputs) and not info.open_positional:
+        names.add(error("step.too-many-args", shape.args_path, f"step {step_name!r} passes {positional} positional arguments but task {info.name!r} takes {len(inputs)}"))
     for keyword in shape.kwargs:
-        index = by_name.get(keyword)
+        index = info.input_index.get(keyword)
         if index is None:
             if not info.open_keywords:
-                expected = ", ".join(by_name) or "no arguments"
+                expected = ", ".join(info.input_index) or "no arguments"
                 names.add(error("step.unknown-keyword", (*shape.kwargs_path, keyword), f"task {info.name!r} has no input {keyword!r} (inputs: {expected})", key=True))
-        elif index < len(shape.args):
+        elif index < positional:
             names.add(error("step.argument-twice", (*shape.kwargs_path, keyword), f"input {keyword!r} is given both as positional argument #{index + 1} and by keyword", key=True))
-    for index, declared in enumerate(inputs):
-        if declared.required and index >= len(shape.args) and declared.name not in shape.kwargs:
-            names.add(error("step.missing-argument", ("graph", step_name), f"step {step_name!r} does not give required input {declared.name!r} of task {info.name!r}"))
+    for index, name in info.required:
+        if index >= positional and name not in shape.kwargs:
+            names.add(error("step.missing-argument", ("graph", step_name), f"step {step_name!r} does not give required input {name!r} of task {info.name!r}"))
 
 
 def _step_dependencies(step_name: str, shape: StepShape, graph: _Graph, names: Names, params: Mapping[str, Any], artifacts: Mapping[str, Any]) -> list[str]:
@@ -215,25 +216,29 @@ def _step_dependencies(step_name: str, shape: StepShape, graph: _Graph, names: N
             names.add(error("reference.unresolvable", path, f"${reference} does not name a parameter, step or artifact input{_suggest(target, known)}"))
     for index, dependency in enumerate(shape.dependencies):
         if dependency not in graph.shapes:
-            names.add(error("step.unknown-dependency", ("graph", step_name, "dependencies", index) if len(shape.dependencies) > 1 or isinstance(_raw_deps(shape), list) else ("graph", step_name, "dependencies"), f"step {step_name!r} depends on unknown step {dependency!r}{_suggest(dependency, graph.shapes)}"))
+            names.add(error("step.unknown-dependency", ("graph", step_name, "dependencies", index) if shape.dependencies_listed else ("graph", step_name, "dependencies"), f"step {step_name!r} depends on unknown step {dependency!r}{_suggest(dependency, graph.shapes)}"))
         else:
             deps[dependency] = None
     return list(deps)
-
-
-def _raw_deps(shape: StepShape) -> Any:
-    return shape.dependencies
 
 
 def _references(shape: StepShape) -> list[tuple[str, DocPath]]:
     found: list[tuple[str, DocPath]] = []
     if shape.positional_as_list:
         for index, value in enumerate(shape.args):
-            found.extend(iter_references(value, (*shape.args_path, index)))
+            if isinstance(value, str):
+                if value[:1] == "$" and is_reference(value):
+                    found.append((value[1:], (*shape.args_path, index)))
+            elif isinstance(value, (list, dict)):
+                found.extend(iter_references(value, (*shape.args_path, index)))
     elif shape.args:
         found.extend(iter_references(shape.args[0], shape.args_path))
     for key, value in shape.kwargs.items():
-        found.extend(iter_references(value, (*shape.kwargs_path, key)))
+        if isinstance(value, str):
+            if value[:1] == "$" and is_reference(value):
+                found.append((value[1:], (*shape.kwargs_path, key)))
+        elif isinstance(value, (list, dict)):
+            found.extend(iter_references(value, (*shape.kwargs_path, key)))
     return found
 
 
@@ -295,25 +300,38 @@ def _check_argument_types(graph: _Graph, names: Names, registry: TypeRegistry | 
             return output_type(artifacts[target].types, artifacts[target].names, output)
         return ANY
 
+    declared_by_task: dict[str, tuple[list[Type], dict[str, Type]] | None] = {}
     for step_name, shape in graph.shapes.items():
         info = graph.bound.get(step_name)
-        if info is None or all(i.type == "any" for i in info.inputs):
+        if info is None:
             continue
-        declared = [registry.get(i.type) if i.type in registry.types else ANY for i in info.inputs]
-        by_name = {i.name: t for i, t in zip(info.inputs, declared)}
+        if info.name not in declared_by_task:
+            declared_by_task[info.name] = _declared_types(info, registry)
+        declared_types = declared_by_task[info.name]
+        if declared_types is None:
+            continue
+        declared, by_name = declared_types
         checks: list[tuple[Any, Type, DocPath, str]] = []
         for index, (value, param_type) in enumerate(zip(shape.args, declared)):
-            path = (*shape.args_path, index) if shape.positional_as_list else shape.args_path
-            checks.append((value, param_type, path, f"positional argument #{index + 1}"))
+            if param_type is not ANY:
+                path = (*shape.args_path, index) if shape.positional_as_list else shape.args_path
+                checks.append((value, param_type, path, f"positional argument #{index + 1}"))
         for key, value in shape.kwargs.items():
-            if key in by_name:
-                checks.append((value, by_name[key], (*shape.kwargs_path, key), f"keyword argument {key!r}"))
+            param_type = by_name.get(key, ANY)
+            if param_type is not ANY:
+                checks.append((value, param_type, (*shape.kwargs_path, key), f"keyword argument {key!r}"))
         for value, param_type, path, what in checks:
-            if param_type is ANY:
-                continue
             inferred = infer_type(value, reference_type)
             if not compatible(inferred, param_type):
                 names.add(error("type.argument", path, f"{what} of step {step_name!r} is {inferred} but task {info.name!r} expects {param_type}"))
+
+
+def _declared_types(info: TaskInfo, registry: TypeRegistry) -> tuple[list[Type], dict[str, Type]] | None:
+    """A task's input types, or None when every input is ``any`` (nothing to check)."""
+    declared = [registry.types.get(i.type, ANY) for i in info.inputs]
+    if all(t is ANY for t in declared):
+        return None
+    return declared, {i.name: t for i, t in zip(info.inputs, declared)}
 
 
 # artifact outputs ------------------------------------------------------------------------

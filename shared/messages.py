@@ -1,0 +1,160 @@
+"""The messages of the distributed mode: pydantic models with a ``schema_version``.
+
+Bodies are JSON (``application/json``); their JSON Schemas are exported by
+``theodolite schema`` so other systems can publish jobs without our Python code. Every
+incoming body goes through :func:`parse`, which enforces the size limit and the schema.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from shared.distributed_errors import MessageError
+
+SCHEMA_VERSION = 1
+_NAME = r"^[A-Za-z0-9_.:-]{1,200}$"
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+StepName = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class JobSubmission(_Message):
+    """A job for the planner: the document's text, its parameter values and the job id."""
+
+    kind: Literal["job.submit"] = "job.submit"
+    job_id: JobId = Field(default_factory=new_job_id)
+    document: str = Field(description="The job document's YAML/JSON text, validated again by the planner.")
+    document_name: str = Field(default="job.yaml", max_length=500, description="Shown in FILE:LINE: problems.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    fail_fast: bool = True
+    submitted_at: float = Field(default_factory=time.time)
+
+
+class JobCancel(_Message):
+    """Cancel a job: steps not started are cancelled; running steps may finish."""
+
+    kind: Literal["job.cancel"] = "job.cancel"
+    job_id: JobId
+
+
+JobMessage = Annotated[JobSubmission | JobCancel, Field(discriminator="kind")]
+
+
+class StepDispatch(_Message):
+    """A ready step for a worker of ``device``; inputs are read from MongoDB."""
+
+    kind: Literal["step.dispatch"] = "step.dispatch"
+    job_id: JobId
+    step: StepName
+    attempt: int = Field(ge=1, description="Dispatch number; a late message of an older attempt is dropped.")
+    device: str = Field(pattern=_NAME)
+
+
+class StepErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+
+
+class StepNotice(_Message):
+    """A worker's completion notice; the outcome is already durable in MongoDB."""
+
+    kind: Literal["step.done"] = "step.done"
+    job_id: JobId
+    step: StepName
+    attempt: int = Field(ge=1)
+    outcome: Literal["succeeded", "failed"]
+    worker_id: str
+    error: StepErrorInfo | None = None
+    duration_s: float = 0.0
+
+
+class Event(_Message):
+    """A state change of a job or a step, for monitors (events exchange and stream)."""
+
+    kind: Literal["event"] = "event"
+    type: str = Field(description="job.<state>, step.<state>, message.rejected, ...")
+    job_id: str | None = None
+    step: str | None = None
+    state: str | None = None
+    attempt: int | None = None
+    worker_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)
+
+
+class EventBatch(_Message):
+    """Many step events of one job in one message (a 5,000-step fan-out is 5,000 events)."""
+
+    kind: Literal["event.batch"] = "event.batch"
+    job_id: str | None = None
+    events: list[Event]
+
+
+MESSAGE_MODELS: dict[str, type[BaseModel]] = {
+    "job.submit": JobSubmission,
+    "job.cancel": JobCancel,
+    "step.dispatch": StepDispatch,
+    "step.done": StepNotice,
+    "event": Event,
+    "event.batch": EventBatch,
+}
+
+M = TypeVar("M", bound=BaseModel)
+_job_adapter: TypeAdapter[JobSubmission | JobCancel] = TypeAdapter(JobMessage)
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode("utf-8")
+
+
+def _check_size(body: bytes, max_bytes: int) -> None:
+    if len(body) > max_bytes:
+        raise MessageError(f"message of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+
+
+def parse(model: type[M], body: bytes, max_bytes: int) -> M:
+    """Decode and validate one body; raises MessageError with a readable reason."""
+    _check_size(body, max_bytes)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise MessageError(_describe(error), kind=model.__name__) from error
+
+
+def parse_job_message(body: bytes, max_bytes: int) -> JobSubmission | JobCancel:
+    _check_size(body, max_bytes)
+    try:
+        return _job_adapter.validate_json(body)
+    except ValidationError as error:
+        raise MessageError(_describe(error), kind="job") from error
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid message: " + "; ".join(parts)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every message, by kind."""
+    schemas = {kind: model.model_json_schema() for kind, model in MESSAGE_MODELS.items()}
+    for kind, schema in schemas.items():
+        schema.setdefault("$id", f"theodolite/{kind}/v{SCHEMA_VERSION}")
+    return schemas
