@@ -64,7 +64,7 @@ def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...]) -
     issues = list(result.issues)
     if result.document is not None:
         _, bound = bind_parameters(result.document, _parameters(params), TypeRegistry(result.document.types), require_all=False)
-        issues += bound
+        issues += result.locate(bound)
     _print_issues(file, issues)
     sys.exit(EXIT_FAILED if has_errors(issues) else EXIT_OK)
 
@@ -96,6 +96,7 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
         sys.exit(EXIT_INVALID)
     document = result.document
     values, issues = bind_parameters(document, _parameters(params), TypeRegistry(document.types))
+    issues = result.locate(issues)
     _print_issues(file, issues)
     if has_errors(issues):
         sys.exit(EXIT_INVALID)

@@ -32,6 +32,8 @@ class TaskInfo:
     open_positional: bool = False
     open_keywords: bool = False
     catalog: CatalogTask | None = None
+    gradual: bool = False
+    """Input types come from Python annotations: an argument of unknown (any) type passes."""
 
     def __post_init__(self) -> None:
         self.input_index = {declared.name: index for index, declared in enumerate(self.inputs)}
@@ -324,7 +326,7 @@ def task_from_catalog(task: CatalogTask) -> TaskInfo:
     return TaskInfo(
         name=task.spec.name, plugin=task.spec.coordinate, inputs=task.inputs,
         outputs=task.spec.outputs, open_positional=task.varargs, open_keywords=task.varkw,
-        catalog=task,
+        catalog=task, gradual=True,
     )
 
 

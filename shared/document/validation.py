@@ -49,6 +49,13 @@ from shared.plugin_catalog import PluginCatalog, describe
 class ValidationResult:
     issues: list[Issue]
     document: JobDocument | None = None
+    source: SourceDocument | None = None
+
+    def locate(self, issues: list[Issue]) -> list[Issue]:
+        """Give later issues (e.g. about run-time parameters) lines from this document."""
+        if self.source is None:
+            return issues
+        return [_with_line(issue, self.source) if issue.line is None else issue for issue in issues]
 
     @property
     def ok(self) -> bool:
@@ -69,17 +76,17 @@ class _Graph:
 def validate_source(source: SourceDocument, catalog: PluginCatalog | None) -> ValidationResult:
     """Validate a parsed document and attach line numbers to every issue."""
     result = validate_data(source.data, catalog)
-    located = [
-        issue.model_copy(update={
-            "line": source.source_map.key_line(issue.path) if issue.key_line else source.line_of(issue.path)
-        })
-        for issue in result.issues
-    ]
+    located = [_with_line(issue, source) for issue in result.issues]
     located.extend(_duplicate_keys(source))
     located.sort(key=lambda i: (i.line or 0))
     if has_errors(located):
-        return ValidationResult(located, None)
-    return ValidationResult(located, result.document)
+        return ValidationResult(located, None, source)
+    return ValidationResult(located, result.document, source)
+
+
+def _with_line(issue: Issue, source: SourceDocument) -> Issue:
+    line = source.source_map.key_line(issue.path) if issue.key_line else source.line_of(issue.path)
+    return issue.model_copy(update={"line": line})
 
 
 def _duplicate_keys(source: SourceDocument) -> list[Issue]:
@@ -120,9 +127,9 @@ def validate_data(data: Any, catalog: PluginCatalog | None) -> ValidationResult:
 
 # graph -----------------------------------------------------------------------------------
 def _check_graph(data: Mapping[str, Any], names: Names, tasks: dict[str, TaskInfo] | None, catalog: PluginCatalog | None, params: dict[str, Any], artifacts: Mapping[str, Any]) -> _Graph | None:
-    section = data.get("graph")
-    if section is None:
+    if "graph" not in data:
         return None
+    section = data["graph"]
     if not names.mapping(section, ("graph",), "'graph'"):
         return None
     if not section:
@@ -322,6 +329,8 @@ def _check_argument_types(graph: _Graph, names: Names, registry: TypeRegistry | 
                 checks.append((value, param_type, (*shape.kwargs_path, key), f"keyword argument {key!r}"))
         for value, param_type, path, what in checks:
             inferred = infer_type(value, reference_type)
+            if info.gradual and inferred is ANY:
+                continue
             if not compatible(inferred, param_type):
                 names.add(error("type.argument", path, f"{what} of step {step_name!r} is {inferred} but task {info.name!r} expects {param_type}"))
 

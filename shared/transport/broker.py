@@ -1,0 +1,166 @@
+"""The RabbitMQ connection owner: confirmed, mandatory publishes and consumer channels.
+
+``Broker`` is an async context manager owning one connection, one publishing channel
+(publisher confirms, returns delivered to the caller) and any consumer channels it opened;
+``close()`` is idempotent and closes consumers, channels and the connection in reverse
+order. aio-pika errors are translated into :class:`BrokerError` at this edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+
+from shared.constants import CONTENT_TYPE, HEADER_KIND, Names
+from shared.distributed_errors import BrokerError
+from shared.settings import Settings, redact_url
+from shared.transport.topology import declare_core_queues, declare_exchanges
+
+log = logging.getLogger("theodolite.broker")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    exchange: str
+    routing_key: str
+    body: bytes
+    kind: str
+    persistent: bool = True
+    message_id: str | None = None
+
+
+class Broker:
+    def __init__(self, settings: Settings, *, name: str) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.name = name
+        self._connection: AbstractConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._channels: list[AbstractChannel] = []
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self.lost = asyncio.Event()
+        """Set when the connection closes without ``close()`` being called."""
+
+    async def __aenter__(self) -> Broker:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def open(self, *, declare_core: bool = True) -> None:
+        if self._connection is not None:
+            return
+        try:
+            connection = await aio_pika.connect(
+                self.settings.amqp_url, timeout=self.settings.connect_timeout_s,
+                client_properties={"connection_name": self.name},
+            )
+        except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as error:
+            raise BrokerError(f"RabbitMQ at {redact_url(self.settings.amqp_url)} is not answering: {error!r}") from error
+        self._connection = connection
+        connection.close_callbacks.add(self._on_close)
+        self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=False)
+        exchanges = await declare_exchanges(self._publisher, self.names)
+        self._exchanges = {ex.name: ex for ex in exchanges.values()}
+        if declare_core:
+            await declare_core_queues(self._publisher, self.names, self.settings)
+
+    def _on_close(self, *_: Any) -> None:
+        if self._connection is not None:
+            self.lost.set()
+
+    async def close(self) -> None:
+        """Cancel consumers, close channels and the connection (reverse order); idempotent."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        for queue, tag in reversed(self._consumers):
+            try:
+                await queue.cancel(tag)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        self._consumers.clear()
+        for channel in reversed([*self._channels, *( [self._publisher] if self._publisher else [])]):
+            try:
+                await channel.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._channels.clear()
+        self._publisher = None
+        try:
+            await connection.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # channels and consumers ---------------------------------------------------------------
+    async def channel(self, prefetch: int) -> AbstractChannel:
+        if self._connection is None:
+            raise BrokerError("the broker is not open")
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        self._channels.append(channel)
+        return channel
+
+    async def consume(
+        self, channel: AbstractChannel, queue_name: str, handler: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        *, arguments: dict[str, Any] | None = None,
+    ) -> AbstractQueue:
+        queue = await channel.get_queue(queue_name, ensure=False)
+        tag = await queue.consume(handler, arguments=arguments)
+        self._consumers.append((queue, tag))
+        return queue
+
+    async def stop_consuming(self) -> None:
+        """basic.cancel every consumer: no new deliveries; unacked ones stay ours to settle."""
+        for queue, tag in reversed(self._consumers):
+            try:
+                await queue.cancel(tag)
+            except Exception:  # noqa: BLE001
+                pass
+        self._consumers.clear()
+
+    async def queue_consumers(self, queue_name: str) -> int | None:
+        """Consumers on a queue, or None when the queue does not exist (passive declare)."""
+        if self._connection is None:
+            raise BrokerError("the broker is not open")
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            result = queue.declaration_result
+            return int(result.consumer_count or 0)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    # publishing ---------------------------------------------------------------------------
+    async def publish(self, item: Outgoing) -> bool:
+        """Publish with confirm and ``mandatory``; False when the broker returned it (no route)."""
+        exchange = self._exchanges.get(item.exchange)
+        if exchange is None or self._publisher is None:
+            raise BrokerError(f"unknown exchange {item.exchange!r} or broker not open")
+        message = aio_pika.Message(
+            item.body, content_type=CONTENT_TYPE, headers={HEADER_KIND: item.kind}, message_id=item.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if item.persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        try:
+            result = await exchange.publish(message, item.routing_key, mandatory=True)
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, ConnectionError) as error:
+            raise BrokerError(f"publish to {item.exchange}/{item.routing_key} failed: {error!r}") from error
+        return not isinstance(result, aiormq.abc.DeliveredMessage)
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> list[bool]:
+        """Publish a batch, confirms awaited together (pipelined, not one round trip each)."""
+        if not items:
+            return []
+        return list(await asyncio.gather(*(self.publish(item) for item in items)))
