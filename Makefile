@@ -1,0 +1,41 @@
+# Two entry points (see README): `make demo` runs the main example; `make test` runs the tests.
+# Both set everything up first (virtualenv, packages); `make test` also makes sure RabbitMQ runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.theodolite-installed
+DEMO ?= $(if $(wildcard examples/fgm.yaml),examples/fgm.yaml,examples/hello.yaml)
+
+.PHONY: setup demo test unit services bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[ml,test]'
+	# Dioptra's own task engine, as the oracle of the differential tests (its service
+	# dependencies are not needed for the engine, hence --no-deps).
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps 'dioptra-platform==1.2.2'
+	$(BIN)/python -m pip install -q --disable-pip-version-check 'structlog>=24' 'jsonschema>=4.17'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/theodolite run $(DEMO)
+
+services:
+	bash scripts/ensure-rabbitmq.sh
+
+test: setup services
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+bench: setup
+	$(BIN)/python bench/core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .theodolite

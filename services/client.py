@@ -1,0 +1,148 @@
+"""Submitting jobs to a running cluster and following them to the end, from code or the CLI.
+
+``async with Client(settings) as client: result = await client.submit_and_wait(text)``
+gives the same :class:`JobResult` as the embedded runner (``run --json`` and
+``submit --wait --json`` print the same object). :func:`submit_and_wait` is the one-shot
+form. A job the planner rejects raises :class:`JobRejected` with its ``FILE:LINE:`` problems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.constants import JOB_CANCEL_KEY, JOB_SUBMIT_KEY
+from shared.distributed_errors import BrokerError, JobRejected
+from shared.execution.result import JobResult, StepError, StepReport
+from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
+from shared.settings import Settings
+from shared.store import Store
+from shared.store.states import FINAL_JOB_STATES
+from shared.transport import Broker, Outgoing
+
+POLL_S = 1.0
+
+
+class Client:
+    """Owns a broker connection and a store client for submitting and awaiting jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings)
+        self.broker = Broker(settings, name="theodolite-client")
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._listeners: dict[str, Callable[[Event], None]] = {}
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        await self.store.open()
+        try:
+            await self.broker.open()
+            self._channel = await self.broker.channel(prefetch=1000)
+            queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(self.broker.names.events_exchange, "job.#")
+            await queue.bind(self.broker.names.events_exchange, "steps.#")
+            await self.broker.consume(self._channel, queue.name, self._on_event)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        await self.broker.close()
+        await self.store.close()
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        kind = (message.headers or {}).get("x-theodolite-kind")
+        try:
+            events = EventBatch.model_validate_json(message.body).events if kind == "event.batch" else [Event.model_validate_json(message.body)]
+        except ValueError:
+            return
+        for event in events:
+            if event.job_id is None:
+                continue
+            listener = self._listeners.get(event.job_id)
+            if listener is not None:
+                listener(event)
+            waiter = self._waiters.get(event.job_id)
+            if waiter is not None and not waiter.done() and event.type.startswith("job.") and event.state in FINAL_JOB_STATES:
+                waiter.set_result(event.state)
+
+    # submitting ---------------------------------------------------------------------------
+    async def submit(self, submission: JobSubmission) -> str:
+        """Publish a job (confirmed); returns its id. The jobs queue keeps it until a planner runs."""
+        self._waiters.setdefault(submission.job_id, asyncio.get_running_loop().create_future())
+        routed = await self.broker.publish(Outgoing(self.broker.names.jobs_exchange, JOB_SUBMIT_KEY, encode(submission),
+                                                    submission.kind, message_id=submission.job_id))
+        if not routed:
+            raise BrokerError(f"job {submission.job_id} could not be routed to {self.broker.names.jobs_queue}")
+        return submission.job_id
+
+    async def cancel(self, job_id: str) -> None:
+        await self.broker.publish(Outgoing(self.broker.names.jobs_exchange, JOB_CANCEL_KEY, encode(JobCancel(job_id=job_id)), "job.cancel"))
+
+    async def wait(self, job_id: str, *, timeout_s: float | None = None,
+                   on_event: Callable[[Event], None] | None = None) -> JobResult:
+        """Follow a job to its end (events, with MongoDB polled as a fallback); its result."""
+        waiter = self._waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
+        if on_event is not None:
+            self._listeners[job_id] = on_event
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while True:
+                doc = await self.store.job_state(job_id)
+                if doc is not None and doc["state"] in FINAL_JOB_STATES:
+                    break
+                remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+                if remaining <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout_s:g} s")
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                except TimeoutError:
+                    continue
+        finally:
+            self._waiters.pop(job_id, None)
+            self._listeners.pop(job_id, None)
+        return await self.result(job_id)
+
+    async def result(self, job_id: str) -> JobResult:
+        doc = await self.store.job_state(job_id)
+        if doc is None:
+            raise LookupError(f"no job {job_id}")
+        if doc.get("problems"):
+            raise JobRejected(job_id, list(doc["problems"]))
+        steps = await self.store.all_outputs(job_id)
+        reports = {
+            name: StepReport(status=steps[name]["state"] if name in steps else "pending",
+                             outputs=steps[name]["outputs"] if name in steps and steps[name]["state"] == "succeeded" else {})
+            for name in doc.get("step_names", [])
+        }
+        error = doc.get("error")
+        return JobResult(status=doc["state"], steps=reports,
+                         error=StepError(step=error["step"], type=error["type"], message=error["message"]) if error else None)
+
+    async def submit_and_wait(self, document_text: str, parameters: Mapping[str, Any] | None = None, *,
+                              name: str = "job.yaml", fail_fast: bool = True, timeout_s: float | None = None,
+                              on_event: Callable[[Event], None] | None = None) -> JobResult:
+        submission = JobSubmission(document=document_text, document_name=name, parameters=dict(parameters or {}), fail_fast=fail_fast)
+        job_id = await self.submit(submission)
+        return await self.wait(job_id, timeout_s=timeout_s, on_event=on_event)
+
+
+async def submit_and_wait(settings: Settings, document_text: str, parameters: Mapping[str, Any] | None = None, *,
+                          name: str = "job.yaml", fail_fast: bool = True, timeout_s: float | None = None) -> JobResult:
+    """Submit one job and await its :class:`JobResult` (opens and closes its own connections)."""
+    async with Client(settings) as client:
+        return await client.submit_and_wait(document_text, parameters, name=name, fail_fast=fail_fast, timeout_s=timeout_s)

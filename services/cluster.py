@@ -1,0 +1,238 @@
+"""A local cluster as child processes: Mongo-wire server (when needed), planner, workers.
+
+Used by ``theodolite up``, the integration tests and the benchmark::
+
+    with LocalCluster(Settings(), workers={"cpu": 2, "gpu": 1}) as cluster:
+        cluster.wait_ready()
+        ...  # submit jobs with cluster.settings
+
+``stop()`` sends SIGTERM to workers, then the planner, then the Mongo-wire server, and
+waits for each (SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from shared.settings import Settings
+from shared.transport import Broker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def parse_workers(text: str) -> dict[str, int]:
+    """``"cpu=2,gpu=1"`` -> ``{"cpu": 2, "gpu": 1}``."""
+    workers: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        device, sep, count = part.partition("=")
+        if not sep or not device.strip() or not count.strip().isdigit():
+            raise ValueError(f"expected DEVICE=COUNT[,DEVICE=COUNT...], got {part!r}")
+        workers[device.strip()] = int(count)
+    return workers
+
+
+def nx_27017_command() -> str:
+    found = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
+    if not Path(found).exists():
+        raise FileNotFoundError("nx-27017 is not installed (pip install nx-27017) and THEODOLITE_MONGO_URL is not set")
+    return found
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+
+
+class MongoWireServer:
+    """An nx-27017 process on a free port with its own pid file and data directory."""
+
+    def __init__(self, data_dir: Path | str | None = None, *, port: int | None = None, log_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._tmp = None if data_dir is not None else tempfile.TemporaryDirectory(prefix="theodolite-mongo-")
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.log_dir = log_dir or self.data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [nx_27017_command(), "--port", str(self.port), "--pid-file", str(self.data_dir / "nx-27017.pid"),
+                   "--data-dir", str(self.data_dir / "data"), "--log-file", str(self.log_dir / "nx-27017.log")]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not port_answers("127.0.0.1", self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nx-27017 exited with {self.process.returncode}; see {self.log_dir / 'nx-27017.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nx-27017 did not answer on port {self.port} within {timeout_s:g} s")
+            time.sleep(0.1)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class LocalCluster:
+    """Planner and workers as separate processes sharing ``settings`` through the environment."""
+
+    def __init__(self, settings: Settings, workers: Mapping[str, int], *, plugin_dirs: Sequence[str | Path] = (),
+                 start_mongo: bool | None = None, mongo_data_dir: Path | str | None = None, log_dir: Path | str | None = None,
+                 worker_concurrency: int | None = None, extra_env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.workers = dict(workers)
+        self.plugin_dirs = [str(Path(d).resolve()) for d in plugin_dirs]
+        self.start_mongo = ("THEODOLITE_MONGO_URL" not in os.environ) if start_mongo is None else start_mongo
+        self.mongo_data_dir = mongo_data_dir
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.worker_concurrency = worker_concurrency
+        self.extra_env = dict(extra_env or {})
+        self.mongo: MongoWireServer | None = None
+        self.children: list[Child] = []
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # starting -----------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            if self.start_mongo:
+                self.mongo = MongoWireServer(self.mongo_data_dir, log_dir=self.log_dir)
+                self.mongo.start()
+                self.settings = self.settings.model_copy(update={"mongo_url": self.mongo.url})
+            self.start_planner()
+            for device, count in self.workers.items():
+                for index in range(count):
+                    self.start_worker(device, index)
+        except BaseException:
+            self.stop()
+            raise
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.child_environment())
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        plugins = [arg for d in self.plugin_dirs for arg in ("--plugins", d)]
+        process = subprocess.Popen([sys.executable, "-m", "services.cli", *args, *plugins], env=self.environment(),
+                                   stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+                                   cwd=str(Path(__file__).resolve().parent.parent))
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def start_planner(self) -> Child:
+        return self._spawn("planner", ["planner"])
+
+    def start_worker(self, device: str, index: int = 0) -> Child:
+        args = ["worker", "--device", device]
+        if self.worker_concurrency:
+            args += ["--concurrency", str(self.worker_concurrency)]
+        return self._spawn(f"worker-{device}-{index}", args)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name and c.process.poll() is None)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until the planner consumes notices and every device queue has its workers."""
+        asyncio.run(self._wait_ready(timeout_s))
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with Broker(self.settings, name="theodolite-cluster-probe") as broker:
+            wanted = {broker.names.notices_queue: 1}
+            wanted.update({broker.names.steps_queue(d): n for d, n in self.workers.items() if n})
+            while True:
+                counts = {q: await broker.queue_consumers(q) for q in wanted}
+                if all((counts[q] or 0) >= n for q, n in wanted.items()):
+                    return
+                dead = [c.name for c in self.children if c.process.poll() is not None]
+                if dead:
+                    raise RuntimeError(f"cluster processes exited during start-up: {', '.join(dead)}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cluster not ready after {timeout_s:g} s: consumers {counts}")
+                await asyncio.sleep(0.2)
+
+    # stopping -----------------------------------------------------------------------------
+    def stop_child(self, child: Child, *, grace_s: float = 30.0, kill: bool = False) -> int:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                child.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if child.log is not None:
+            child.log.close()
+            child.log = None
+        return int(child.process.returncode)
+
+    def stop(self, grace_s: float = 30.0) -> dict[str, int]:
+        """SIGTERM workers, then the planner, then the Mongo-wire server; their exit codes."""
+        codes: dict[str, int] = {}
+        workers = [c for c in self.children if c.name.startswith("worker")]
+        for child in workers:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in workers:
+            codes[child.name] = self.stop_child(child, grace_s=grace_s)
+        for child in self.children:
+            if child not in workers:
+                codes[child.name] = self.stop_child(child, grace_s=grace_s)
+        self.children.clear()
+        if self.mongo is not None:
+            self.mongo.stop()
+            self.mongo = None
+        return codes
+
+    def describe(self) -> dict[str, Any]:
+        return {"namespace": self.settings.namespace, "mongo_url": self.settings.mongo_url,
+                "processes": {c.name: c.process.pid for c in self.children}}

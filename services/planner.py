@@ -1,0 +1,478 @@
+"""The planner service: validates jobs, persists them, and drives one PlannerCore per job.
+
+Loops (all on one event loop; the cores are only touched here):
+
+* **jobs**: a submission is validated with the same validator as ``theodolite validate``
+  (in a thread, so notices keep flowing), stored with its steps, started; a cancel
+  cancels. A job the store already has (a redelivered submission) is resumed instead.
+* **notices**: completion notices are drained in batches; each batch is applied to the
+  cores, then newly ready steps are marked queued in one write per job, published
+  together with confirms, and the notices acked together.
+* **dead letters**: a dead-lettered step fails with the reason; anything else is recorded.
+* **housekeeping** (every ``tick_s``): unroutable steps are re-published once their device
+  queue exists; steps whose device has no consumer are shown as ``waiting``; expired leases
+  are re-queued with a new attempt; finished steps whose notice never came are applied.
+
+Nothing here survives a restart except through MongoDB: :meth:`Planner.resume` rebuilds
+each running job's core with ``PlannerCore.restore`` from the stored step states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.constants import HEADER_KIND, job_event_key, step_event_key
+from shared.distributed_errors import MessageError
+from shared.document import catalog_for, check_text
+from shared.document.issues import has_errors
+from shared.document.model import JobDocument
+from shared.document.parameters import bind_parameters
+from shared.document.types import TypeRegistry
+from shared.messages import (
+    Event,
+    EventBatch,
+    JobCancel,
+    JobSubmission,
+    StepDispatch,
+    StepNotice,
+    encode,
+    parse,
+    parse_job_message,
+)
+from shared.planner.core import FINISHED_STEP_STATES, PlannerCore, StepState
+from shared.settings import Settings
+from shared.store import Store
+from shared.store.states import FINAL_JOB_STATES, core_state
+from shared.transport import Broker, Outgoing
+from shared.transport.settle import Reject, settle
+
+log = logging.getLogger("theodolite.planner")
+NOTICE_BATCH = 2000
+
+
+@dataclass
+class ActiveJob:
+    job_id: str
+    core: PlannerCore
+    devices: dict[str, str]
+    attempts: dict[str, int] = field(default_factory=dict)
+    first_error: dict[str, Any] | None = None
+    unrouted: set[str] = field(default_factory=set)
+    """Steps the broker returned (no queue for their device yet): re-published by the tick."""
+    waiting: set[str] = field(default_factory=set)
+    """Steps shown as waiting for a worker of their device."""
+
+
+class Planner:
+    def __init__(self, settings: Settings, plugin_dirs: Sequence[str | Path] = (), *, planner_id: str | None = None) -> None:
+        self.settings = settings
+        self.plugin_dirs = [Path(d) for d in plugin_dirs]
+        self.planner_id = planner_id or f"planner-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.store = Store(settings)
+        self.broker = Broker(settings, name=self.planner_id)
+        self.active: dict[str, ActiveJob] = {}
+        self._notices: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._jobs: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._catalog = catalog_for(None, self.plugin_dirs)
+        self._reconciled_at = time.time()
+        self._lease_scan_at = 0.0
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain: stop consuming, finish what was delivered."""
+        async with self.store, self.broker:
+            await self.store.ensure_indexes()
+            await self.resume()
+            names = self.broker.names
+            jobs_channel = await self.broker.channel(prefetch=4)
+            notices_channel = await self.broker.channel(prefetch=self.settings.planner_prefetch)
+            dead_channel = await self.broker.channel(prefetch=50)
+            await self.broker.consume(notices_channel, names.notices_queue, self._notices.put)
+            await self.broker.consume(jobs_channel, names.jobs_queue, self._jobs.put)
+            await self.broker.consume(dead_channel, names.dead_queue, self._on_dead_letter)
+            loops = [
+                asyncio.create_task(self._job_loop(), name="planner-jobs"),
+                asyncio.create_task(self._notice_loop(), name="planner-notices"),
+                asyncio.create_task(self._tick_loop(), name="planner-tick"),
+            ]
+            log.info("planner %s ready (namespace %s, %d active jobs)", self.planner_id, self.settings.namespace, len(self.active))
+            lost = asyncio.create_task(self.broker.lost.wait())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([lost, stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+            for task in loops:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if lost.done() and not stopped.done():
+                raise ConnectionError("lost the RabbitMQ connection")
+            log.info("planner draining")
+            await self.broker.stop_consuming()
+            await self._drain()
+            for task in [*loops, lost, stopped]:
+                task.cancel()
+            await asyncio.gather(*loops, lost, stopped, return_exceptions=True)
+        log.info("planner stopped")
+
+    async def _drain(self) -> None:
+        """Apply every notice and job message already delivered to us, then return."""
+        while not self._notices.empty():
+            await self._apply_notice_messages(self._take_batch(self._notices.get_nowait()))
+        while not self._jobs.empty():
+            await self._handle_job_message(self._jobs.get_nowait())
+
+    # jobs ---------------------------------------------------------------------------------
+    async def _job_loop(self) -> None:
+        while True:
+            message = await self._jobs.get()
+            await self._handle_job_message(message)
+
+    async def _handle_job_message(self, message: AbstractIncomingMessage) -> None:
+        async with settle(message):
+            try:
+                job_message = parse_job_message(message.body, self.settings.max_message_bytes)
+            except MessageError as problem:
+                await self._record_rejection(message, problem.reason)
+                raise Reject(problem.reason) from None
+            if isinstance(job_message, JobCancel):
+                await self.cancel(job_message.job_id)
+            else:
+                await self.submit(job_message)
+
+    async def submit(self, submission: JobSubmission) -> None:
+        job_id = submission.job_id
+        if job_id in self.active:
+            return
+        existing = await self.store.job_state(job_id)
+        if existing is not None:
+            if existing["state"] not in FINAL_JOB_STATES:
+                await self._resume_job(job_id)
+            return
+        result = await asyncio.to_thread(check_text, submission.document, submission.document_name, self._catalog)
+        problems = [issue.format(submission.document_name) for issue in result.errors]
+        document = result.document
+        values: dict[str, Any] = {}
+        if document is not None:
+            values, issues = bind_parameters(document, submission.parameters, TypeRegistry(document.types))
+            problems += [i.format(submission.document_name) for i in issues if has_errors([i])]
+            if document.artifact_inputs:
+                problems.append(f"{submission.document_name}:1: artifact_inputs: artifact inputs are not supported by the distributed mode yet; use `theodolite run`")
+        if document is None or problems:
+            await self.store.insert_rejected_job(job_id, submission.document_name, problems)
+            await self._job_event(job_id, "failed", {"problems": problems, "reason": "invalid document"})
+            return
+        await self.store.insert_job(job_id, document, values, name=submission.document_name,
+                                    fail_fast=submission.fail_fast, submitted_at=submission.submitted_at)
+        await self.store.insert_steps(job_id, document)
+        job = self._new_active(job_id, document, submission.fail_fast)
+        ready = job.core.start()
+        await self.store.mark_queued(job_id, ready)
+        await self.store.set_job_state(job_id, ["pending"], "running", started_at=time.time(), planner=self.planner_id)
+        await self._job_event(job_id, "running", {"steps": len(document.steps)})
+        await self._dispatch(job, ready)
+
+    def _new_active(self, job_id: str, document: JobDocument, fail_fast: bool) -> ActiveJob:
+        core = PlannerCore({name: step.dependencies for name, step in document.steps.items()}, fail_fast=fail_fast)
+        devices = {name: document.tasks[step.task].device for name, step in document.steps.items()}
+        job = ActiveJob(job_id, core, devices)
+        self.active[job_id] = job
+        return job
+
+    async def cancel(self, job_id: str) -> None:
+        job = self.active.get(job_id)
+        if job is None:
+            await self.store.set_job_state(job_id, ["pending"], "cancelled", finished_at=time.time())
+            return
+        cancelled = job.core.cancel()
+        await self.store.mark_not_started(job_id, cancelled, "cancelled")
+        await self._step_events(job_id, [Event(type="step.cancelled", job_id=job_id, step=s, state="cancelled") for s in cancelled])
+        if job.core.finished:
+            await self._finish_job(job)
+
+    # restart ------------------------------------------------------------------------------
+    async def resume(self) -> None:
+        """Rebuild every unfinished job from MongoDB (a restarted planner)."""
+        for job_id in await self.store.active_job_ids():
+            try:
+                await self._resume_job(job_id)
+            except Exception:  # noqa: BLE001 - one broken job must not stop the others
+                log.exception("cannot resume job %s", job_id)
+
+    async def _resume_job(self, job_id: str) -> None:
+        record = await self.store.load_job(job_id)
+        if record is None:
+            return
+        await self.store.insert_steps(job_id, record.document)  # a crash may have cut this short
+        records = await self.store.step_records(job_id)
+        job = self._new_active(job_id, record.document, record.fail_fast)
+        job.first_error = record.error
+        stored = {name: core_state(r.state) for name, r in records.items()}
+        for name, r in records.items():
+            job.attempts[name] = r.attempt
+            if r.state == "failed" and job.first_error is None and r.error:
+                job.first_error = {"step": name, "type": r.error.get("type", "Error"), "message": r.error.get("message", "")}
+        to_queue = job.core.restore(stored)
+        republish, first = [], []
+        for name in to_queue:
+            state = records[name].state
+            if state == "running":
+                job.core.running(name)  # its worker holds a lease; expiry re-queues it
+            elif state in ("queued", "waiting"):
+                republish.append(name)
+            else:
+                first.append(name)
+        ended = [n for n, s in job.core.states().items() if s in (StepState.SKIPPED, StepState.CANCELLED) and records[n].state not in ("skipped", "cancelled")]
+        for state in (StepState.SKIPPED, StepState.CANCELLED):
+            await self.store.mark_not_started(job_id, [n for n in ended if job.core.state(n) is state], state.value)
+        await self.store.mark_queued(job_id, first)
+        await self.store.set_job_state(job_id, ["pending"], "running", started_at=time.time())
+        await self.store.set_job_state(job_id, ["running"], "running", planner=self.planner_id)
+        log.info("resumed job %s: %d to publish, %d re-published, %d running elsewhere",
+                 job_id, len(first), len(republish), sum(1 for n in to_queue if records[n].state == "running"))
+        await self._dispatch(job, first + republish)
+        if job.core.finished:
+            await self._finish_job(job)
+
+    # notices ------------------------------------------------------------------------------
+    def _take_batch(self, first: AbstractIncomingMessage) -> list[AbstractIncomingMessage]:
+        batch = [first]
+        while len(batch) < NOTICE_BATCH and not self._notices.empty():
+            batch.append(self._notices.get_nowait())
+        return batch
+
+    async def _notice_loop(self) -> None:
+        while True:
+            first = await self._notices.get()
+            await self._apply_notice_messages(self._take_batch(first))
+
+    async def _apply_notice_messages(self, batch: list[AbstractIncomingMessage]) -> None:
+        notices: list[StepNotice] = []
+        good: list[AbstractIncomingMessage] = []
+        for message in batch:
+            try:
+                notices.append(parse(StepNotice, message.body, self.settings.max_message_bytes))
+                good.append(message)
+            except MessageError as problem:
+                await self._record_rejection(message, problem.reason)
+                async with settle(message):
+                    raise Reject(problem.reason)
+        if notices:
+            await self.apply_notices(notices)
+        if good:
+            await max(good, key=lambda m: m.delivery_tag or 0).ack(multiple=True)
+
+    async def apply_notices(self, notices: Sequence[StepNotice]) -> None:
+        """Feed outcomes to the cores; persist and publish what they release, per job."""
+        ready: dict[str, list[str]] = defaultdict(list)
+        skipped: dict[str, list[str]] = defaultdict(list)
+        events: dict[str, list[Event]] = defaultdict(list)
+        touched: dict[str, ActiveJob] = {}
+        for notice in notices:
+            job = self.active.get(notice.job_id)
+            if job is None or notice.step not in job.devices or job.core.state(notice.step) in FINISHED_STEP_STATES:
+                continue
+            touched[job.job_id] = job
+            job.waiting.discard(notice.step)
+            events[job.job_id].append(Event(type=f"step.{notice.outcome}", job_id=job.job_id, step=notice.step, state=notice.outcome,
+                                            attempt=notice.attempt, worker_id=notice.worker_id, detail={"duration_s": notice.duration_s}))
+            if notice.outcome == "succeeded":
+                ready[job.job_id] += job.core.succeeded(notice.step)
+            else:
+                if job.first_error is None:
+                    error = notice.error
+                    job.first_error = {"step": notice.step, "type": error.type if error else "Error", "message": error.message if error else ""}
+                skipped[job.job_id] += job.core.failed(notice.step)
+        await asyncio.gather(*(self.store.mark_queued(j, names) for j, names in ready.items() if names),
+                             *(self.store.mark_not_started(j, names, "skipped") for j, names in skipped.items() if names))
+        for job_id, names in skipped.items():
+            events[job_id] += [Event(type="step.skipped", job_id=job_id, step=n, state="skipped") for n in names]
+        await asyncio.gather(*(self._dispatch(touched[j], names) for j, names in ready.items()))
+        for job_id, job_events in events.items():
+            await self._step_events(job_id, job_events)
+        for job in touched.values():
+            if job.core.finished:
+                await self._finish_job(job)
+
+    async def _finish_job(self, job: ActiveJob) -> None:
+        state = job.core.job_state.value
+        await self.store.set_job_state(job.job_id, ["pending", "running"], state, finished_at=time.time(), error=job.first_error)
+        self.active.pop(job.job_id, None)
+        await self._job_event(job.job_id, state, {"error": job.first_error} if job.first_error else {})
+        log.info("job %s %s", job.job_id, state)
+
+    # dispatch -----------------------------------------------------------------------------
+    async def _dispatch(self, job: ActiveJob, names: Sequence[str]) -> None:
+        """Publish steps (already marked queued in MongoDB) to their device queues."""
+        names = [n for n in names if job.core.state(n) is StepState.QUEUED]
+        if not names:
+            return
+        outgoing = []
+        for name in names:
+            attempt = job.attempts.get(name) or 1
+            job.attempts[name] = attempt
+            body = encode(StepDispatch(job_id=job.job_id, step=name, attempt=attempt, device=job.devices[name]))
+            outgoing.append(Outgoing(self.broker.names.steps_exchange, job.devices[name], body, "step.dispatch",
+                                     message_id=f"{job.job_id}:{name}:{attempt}"))
+        routed = await self.broker.publish_many(outgoing)
+        queued = [n for n, ok in zip(names, routed) if ok]
+        returned = [n for n, ok in zip(names, routed) if not ok]
+        job.unrouted.difference_update(queued)
+        await self._step_events(job.job_id, [Event(type="step.queued", job_id=job.job_id, step=n, state="queued", attempt=job.attempts[n]) for n in queued])
+        if returned:
+            job.unrouted.update(returned)
+            await self._mark_waiting(job, returned, reason="no queue exists for this device: no worker of this type has ever started")
+
+    async def _mark_waiting(self, job: ActiveJob, names: Sequence[str], *, reason: str) -> None:
+        new = [n for n in names if n not in job.waiting and job.core.state(n) is StepState.QUEUED]
+        if not new:
+            return
+        job.waiting.update(new)
+        await self.store.set_waiting(job.job_id, new, True)
+        by_device: dict[str, list[str]] = defaultdict(list)
+        for name in new:
+            by_device[job.devices[name]].append(name)
+        for device, steps in by_device.items():
+            log.warning("job %s: %d step(s) waiting for a worker of type %s (%s)", job.job_id, len(steps), device, reason)
+            await self.store.record_events([{"type": "step.waiting", "job_id": job.job_id, "device": device, "steps": steps[:100],
+                                             "count": len(steps), "reason": f"waiting for a worker of type {device}: {reason}", "at": time.time()}])
+        await self._step_events(job.job_id, [Event(type="step.waiting", job_id=job.job_id, step=n, state="waiting",
+                                                   detail={"device": job.devices[n], "reason": f"waiting for a worker of type {job.devices[n]}"}) for n in new])
+
+    # housekeeping -------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - housekeeping retries next tick
+                log.exception("planner housekeeping failed")
+
+    async def tick(self) -> None:
+        await self._check_devices()
+        now = time.time()
+        if now - self._lease_scan_at >= min(self.settings.lease_s / 2, 5.0):
+            self._lease_scan_at = now
+            await self._requeue_expired(now)
+            await self._reconcile()
+
+    async def _check_devices(self) -> None:
+        outstanding: dict[str, list[tuple[ActiveJob, str]]] = defaultdict(list)
+        for job in list(self.active.values()):
+            for name, state in job.core.states().items():
+                if state is StepState.QUEUED:
+                    outstanding[job.devices[name]].append((job, name))
+        for device, items in outstanding.items():
+            consumers = await self.broker.queue_consumers(self.broker.names.steps_queue(device))
+            jobs = {id(j): j for j, _ in items}.values()
+            if consumers is not None:  # the queue exists now: returned steps can be published
+                for job in jobs:
+                    again = [n for j, n in items if j is job and n in job.unrouted]
+                    if again:
+                        await self._dispatch(job, again)
+            if not consumers:
+                reason = "no queue exists for this device" if consumers is None else "its queue has no consumer"
+                for job in jobs:
+                    await self._mark_waiting(job, [n for j, n in items if j is job], reason=reason)
+                continue
+            for job in jobs:
+                back = [n for j, n in items if j is job and n in job.waiting and n not in job.unrouted]
+                if back:
+                    job.waiting.difference_update(back)
+                    await self.store.set_waiting(job.job_id, back, False)
+
+    async def _requeue_expired(self, now: float) -> None:
+        if not self.active:
+            return
+        for doc in await self.store.expired_leases(list(self.active), now):
+            job = self.active.get(doc["job"])
+            if job is None or job.core.state(doc["step"]) in FINISHED_STEP_STATES:
+                continue
+            attempt = await self.store.requeue(doc["job"], doc["step"], int(doc["attempt"]), reason=f"lease of worker {doc.get('worker')} expired")
+            if attempt is None:
+                continue
+            log.warning("job %s step %s: lease of %s expired; re-queued as attempt %d", job.job_id, doc["step"], doc.get("worker"), attempt)
+            job.core.requeue(doc["step"])
+            job.attempts[doc["step"]] = attempt
+            await self._dispatch(job, [doc["step"]])
+
+    async def _reconcile(self) -> None:
+        """Apply finished steps whose completion notice never arrived (a worker died after
+        its final write and before publishing the notice)."""
+        since, self._reconciled_at = self._reconciled_at - max(self.settings.lease_s, 10.0), time.time()
+        if not self.active:
+            return
+        missing = []
+        for doc in await self.store.finished_since(list(self.active), since):
+            job = self.active.get(doc["job"])
+            if job is not None and job.core.state(doc["step"]) not in FINISHED_STEP_STATES:
+                error = doc.get("error") or None
+                missing.append(StepNotice(job_id=doc["job"], step=doc["step"], attempt=max(1, int(doc.get("attempt", 1))),
+                                          outcome=doc["state"], worker_id=str(doc.get("worker") or "unknown"),
+                                          error={"type": error.get("type", "Error"), "message": error.get("message", "")} if error else None))
+        if missing:
+            log.warning("applying %d completion(s) found in MongoDB without a notice", len(missing))
+            await self.apply_notices(missing)
+
+    # dead letters -------------------------------------------------------------------------
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        async with settle(message):
+            kind = str((message.headers or {}).get(HEADER_KIND, ""))
+            reason = _death_reason(message)
+            dispatch: StepDispatch | None = None
+            if kind == "step.dispatch":
+                try:
+                    dispatch = parse(StepDispatch, message.body, self.settings.max_message_bytes)
+                except MessageError:
+                    dispatch = None
+            if dispatch is None:
+                await self.store.record_events([{"type": "message.dead_lettered", "kind": kind or None, "reason": reason,
+                                                 "body": message.body[:500].decode("utf-8", "replace"), "at": time.time()}])
+                await self._publish_event(Event(type="message.dead_lettered", detail={"kind": kind, "reason": reason}), "message.dead_lettered")
+                return
+            error = {"type": "DeadLettered", "message": f"the step's message was dead-lettered ({reason}): "
+                     "its workers crashed or refused it too many times"}
+            job = self.active.get(dispatch.job_id)
+            if job is None or job.attempts.get(dispatch.step, dispatch.attempt) != dispatch.attempt:
+                return
+            if await self.store.fail_step(dispatch.job_id, dispatch.step, error):
+                await self.store.record_events([{"type": "step.dead_lettered", "job_id": dispatch.job_id, "step": dispatch.step,
+                                                 "reason": reason, "at": time.time()}])
+                await self.apply_notices([StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
+                                                     outcome="failed", worker_id="dead-letter", error=error)])
+
+    async def _record_rejection(self, message: AbstractIncomingMessage, reason: str) -> None:
+        detail = {"type": "message.rejected", "queue": message.routing_key, "reason": reason,
+                  "body": message.body[:500].decode("utf-8", "replace"), "at": time.time()}
+        await self.store.record_events([detail])
+        await self._publish_event(Event(type="message.rejected", detail={"reason": reason}), "message.rejected")
+
+    # events -------------------------------------------------------------------------------
+    async def _job_event(self, job_id: str, state: str, detail: dict[str, Any]) -> None:
+        event = Event(type=f"job.{state}", job_id=job_id, state=state, detail=detail)
+        await self.store.record_events([event.model_dump()])
+        await self._publish_event(event, job_event_key(job_id, state))
+
+    async def _step_events(self, job_id: str, events: list[Event]) -> None:
+        if events:
+            await self._publish_event(EventBatch(job_id=job_id, events=events), step_event_key(job_id))
+
+    async def _publish_event(self, event: Event | EventBatch, key: str) -> None:
+        await self.broker.publish(Outgoing(self.broker.names.events_exchange, key, encode(event), event.kind, persistent=False))
+
+
+def _death_reason(message: AbstractIncomingMessage) -> str:
+    deaths = (message.headers or {}).get("x-death") or []
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        first = deaths[0]
+        return f"{first.get('reason')} from {first.get('queue')} (count {first.get('count')})"
+    return str((message.headers or {}).get("x-first-death-reason", "unknown"))

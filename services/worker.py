@@ -1,0 +1,331 @@
+"""A device-typed worker: consumes ``steps.<device>``, runs steps, records outputs in MongoDB.
+
+Per delivery (see docs/distributed.md, "Delivery semantics"):
+
+1. **claim** the step in MongoDB (queued -> running for this attempt, with a lease); a
+   claim that fails means a duplicate, a skipped step or an older attempt: ack and drop
+   (re-sending the completion notice if the step had finished but its notice may be lost);
+2. read the job (cached per job) and upstream outputs, run the task in a thread pool —
+   never on the event loop, so AMQP heartbeats and lease renewals keep flowing;
+3. write the outcome with a compare-and-set on (state running, attempt) — one result;
+4. publish the completion notice (confirmed), then ack the delivery.
+
+A step still running after ``ack_deadline_s`` is acked early (before RabbitMQ's
+``consumer_timeout`` would close the channel); from then on only the lease, renewed every
+``lease_s / 3``, keeps it: if the worker dies, the planner re-queues it when the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared import codec
+from shared.constants import NOTICE_KEY, step_event_key
+from shared.distributed_errors import MessageError
+from shared.errors import StepTimeoutError
+from shared.execution.invoke import invoke
+from shared.messages import Event, EventBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse
+from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
+from shared.plugin_registry import PluginRegistry
+from shared.settings import Settings
+from shared.store import JobRecord, Store
+from shared.transport import Broker, Outgoing, declare_device_queue
+from shared.transport.settle import HandBack, Reject, settle
+
+log = logging.getLogger("theodolite.worker")
+JOB_CACHE_SIZE = 64
+WORKER_ID_ENV = "THEODOLITE_WORKER_ID"
+WORKER_DEVICE_ENV = "THEODOLITE_WORKER_DEVICE"
+
+
+def prepare_device_environment(device: str) -> str:
+    """Set accelerator memory options before JAX is imported; describe the backend we got.
+
+    Must run before any plugin code: JAX reads ``XLA_PYTHON_CLIENT_PREALLOCATE`` once, at
+    import. Returns a one-line description for the start-up log.
+    """
+    if device != "gpu":
+        return f"device {device}"
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    try:
+        import jax
+    except ImportError:
+        return "gpu worker: jax not installed (plugins needing JAX will fail)"
+    try:
+        backend = jax.default_backend()
+        devices = ", ".join(str(d) for d in jax.devices())
+    except Exception as error:  # noqa: BLE001 - reported, the worker still serves
+        return f"gpu worker: JAX {jax.__version__} could not initialise a backend: {error}"
+    note = "" if backend == "gpu" else f" (no GPU visible: steps run on the {backend} backend)"
+    return f"gpu worker: JAX {jax.__version__} backend {backend}{note}; devices: {devices}"
+
+
+@dataclass
+class Outcome:
+    outputs: codec.Encoded | None = None
+    error: dict[str, Any] | None = None
+    duration_s: float = 0.0
+
+
+@dataclass
+class InFlight:
+    dispatch: StepDispatch
+    message: AbstractIncomingMessage
+    acked: bool = False
+    deadline: asyncio.TimerHandle | None = None
+    started_s: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    def __init__(self, settings: Settings, device: str, *, concurrency: int | None = None, prefetch: int | None = None,
+                 plugin_dirs: Sequence[str | Path] = (), worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.device = device
+        self.concurrency = concurrency or settings.concurrency
+        self.prefetch = prefetch or settings.worker_prefetch(device, self.concurrency)
+        self.worker_id = worker_id or f"{device}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        dirs = [Path(d) for d in plugin_dirs] + plugin_dirs_from_env() + [builtin_plugins_root(), Path.cwd()]
+        self.registry = PluginRegistry(dirs)
+        self.store = Store(settings)
+        self.broker = Broker(settings, name=self.worker_id)
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._inflight: dict[tuple[str, str, int], InFlight] = {}
+        self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"theodolite-{device}")
+        self._background: set[asyncio.Task[Any]] = set()
+        self.completed = 0
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        os.environ[WORKER_ID_ENV] = self.worker_id
+        os.environ[WORKER_DEVICE_ENV] = self.device
+        try:
+            async with self.store, self.broker:
+                channel = await self.broker.channel(prefetch=self.prefetch)
+                queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
+                runners = [asyncio.create_task(self._run_loop(), name=f"worker-slot-{i}") for i in range(self.concurrency)]
+                heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
+                await self.broker.consume(channel, queue.name, self._inbox.put)
+                log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id, queue.name, self.concurrency, self.prefetch)
+                lost = asyncio.create_task(self.broker.lost.wait())
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait([lost, stopped, *runners], return_when=asyncio.FIRST_COMPLETED)
+                if lost.done() and not stopped.done():
+                    raise ConnectionError("lost the RabbitMQ connection")
+                await self._drain(runners)
+                heartbeat.cancel()
+                for task in (lost, stopped, heartbeat):
+                    task.cancel()
+                await asyncio.gather(lost, stopped, heartbeat, return_exceptions=True)
+                if self._background:
+                    await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self.registry.close()
+        log.info("worker %s stopped after %d steps", self.worker_id, self.completed)
+
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+        """Stop consuming, hand back prefetched deliveries, let running steps finish (bounded)."""
+        log.info("worker %s draining (%d running)", self.worker_id, len(self._inflight))
+        await self.broker.stop_consuming()
+        await asyncio.sleep(0)  # deliveries already on the wire reach the inbox
+        while not self._inbox.empty():
+            async with settle(self._inbox.get_nowait()):
+                raise HandBack
+        idle = [self._inbox.put_nowait(None) for _ in runners]  # type: ignore[func-returns-value, arg-type]
+        del idle
+        done, pending = await asyncio.wait(runners, timeout=self.settings.drain_timeout_s)
+        for inflight in list(self._inflight.values()):
+            if not inflight.acked and not inflight.message.processed:
+                log.warning("handing back step %s of job %s (still running at shutdown)", inflight.dispatch.step, inflight.dispatch.job_id)
+                async with settle(inflight.message):
+                    raise HandBack
+        for task in pending:
+            task.cancel()
+
+    # the per-step pipeline ----------------------------------------------------------------
+    async def _run_loop(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            if message is None:
+                return
+            await self.handle(message)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        async with settle(message, ack=False):
+            try:
+                dispatch = parse(StepDispatch, message.body, self.settings.max_message_bytes)
+            except MessageError as problem:
+                raise Reject(problem.reason) from None
+            if dispatch.device != self.device:
+                raise Reject(f"step for device {dispatch.device!r} delivered to a {self.device!r} worker")
+            claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id,
+                                             take_over=bool(message.redelivered))
+            if not claimed:
+                await self._not_claimed(dispatch)
+                await message.ack()
+                return
+            key = (dispatch.job_id, dispatch.step, dispatch.attempt)
+            inflight = InFlight(dispatch, message)
+            self._inflight[key] = inflight
+            inflight.deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, inflight)
+            self._spawn(self._publish_step_event(dispatch, "running"))
+            try:
+                outcome = await self._execute(dispatch)
+                recorded = await asyncio.shield(self.store.finish(
+                    dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
+                    outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
+                ))
+                if recorded:
+                    await asyncio.shield(self._publish_notice(dispatch, outcome))
+                    self.completed += 1
+                else:
+                    log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
+                             dispatch.step, dispatch.job_id, dispatch.attempt)
+            finally:
+                if inflight.deadline is not None:
+                    inflight.deadline.cancel()
+                self._inflight.pop(key, None)
+            if not inflight.acked and not message.processed:
+                await message.ack()
+
+    def _ack_early(self, inflight: InFlight) -> None:
+        """The ack deadline passed: ack now (consumer_timeout); the lease keeps the claim."""
+        if inflight.acked or inflight.message.processed:
+            return
+        inflight.acked = True
+        log.info("step %s of job %s runs past the ack deadline: acknowledged early, kept by its lease",
+                 inflight.dispatch.step, inflight.dispatch.job_id)
+        self._spawn(inflight.message.ack())
+
+    async def _not_claimed(self, dispatch: StepDispatch) -> None:
+        """A duplicate delivery. If its step finished under this attempt, the notice may have
+        been lost with a crashed worker: send it again (the planner ignores duplicates)."""
+        doc = await self.store.step_doc(dispatch.job_id, dispatch.step)
+        if doc is None or int(doc.get("attempt", 0)) != dispatch.attempt or doc.get("state") not in ("succeeded", "failed"):
+            return
+        error = doc.get("error")
+        outcome = Outcome(error=error if error else None, duration_s=float(doc.get("duration_s") or 0.0))
+        await self._publish_notice(dispatch, outcome, worker_id=str(doc.get("worker") or self.worker_id))
+
+    async def _execute(self, dispatch: StepDispatch) -> Outcome:
+        started = time.perf_counter()
+        try:
+            job = await self._job(dispatch.job_id)
+            if job is None:
+                raise LookupError(f"job {dispatch.job_id} is not in the store")
+            step = job.document.steps[dispatch.step]
+            binding = job.document.tasks[step.task]
+            upstream = await self.store.upstream_outputs(dispatch.job_id, step.dependencies)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch.step, upstream)
+        except Exception as error:  # noqa: BLE001 - reading inputs failed: the step fails
+            outcome = Outcome(error=_error_dict(error))
+        outcome.duration_s = time.perf_counter() - started
+        return outcome
+
+    def _run_task(self, job: JobRecord, name: str, upstream: dict[str, dict[str, Any]]) -> Outcome:
+        """In a pool thread: load the plugin, call it (retries, timeout), encode the outputs."""
+        step = job.document.steps[name]
+        binding = job.document.tasks[step.task]
+        try:
+            function = self.registry.load(binding.plugin).function
+        except Exception as error:  # noqa: BLE001
+            return Outcome(error=_error_dict(error))
+        failure: BaseException | None = None
+        for _attempt in range(binding.retries + 1):
+            try:
+                call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)  # noqa: E731
+                outputs = call() if binding.timeout_s is None else _call_with_timeout(name, binding.timeout_s, call)
+                return Outcome(outputs=codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes))
+            except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
+                failure = error
+        assert failure is not None
+        return Outcome(error=_error_dict(failure))
+
+    async def _job(self, job_id: str) -> JobRecord | None:
+        future = self._jobs.get(job_id)
+        if future is None:
+            future = asyncio.ensure_future(self.store.load_job(job_id))
+            self._jobs[job_id] = future
+            while len(self._jobs) > JOB_CACHE_SIZE:
+                self._jobs.popitem(last=False)
+        else:
+            self._jobs.move_to_end(job_id)
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            self._jobs.pop(job_id, None)
+            raise
+
+    # notices, events, leases --------------------------------------------------------------
+    async def _publish_notice(self, dispatch: StepDispatch, outcome: Outcome, *, worker_id: str | None = None) -> None:
+        error = outcome.error
+        notice = StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
+                            outcome="failed" if error else "succeeded", worker_id=worker_id or self.worker_id,
+                            error=StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", ""))) if error else None,
+                            duration_s=outcome.duration_s)
+        await self.broker.publish(Outgoing(self.broker.names.notices_exchange, NOTICE_KEY, encode(notice), "step.done"))
+
+    async def _publish_step_event(self, dispatch: StepDispatch, state: str) -> None:
+        event = Event(type=f"step.{state}", job_id=dispatch.job_id, step=dispatch.step, state=state,
+                      attempt=dispatch.attempt, worker_id=self.worker_id)
+        batch = EventBatch(job_id=dispatch.job_id, events=[event])
+        await self.broker.publish(Outgoing(self.broker.names.events_exchange, step_event_key(dispatch.job_id), encode(batch), batch.kind, persistent=False))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            if self._inflight:
+                try:
+                    await self.store.renew_leases(list(self._inflight), self.worker_id)
+                except Exception:  # noqa: BLE001 - next beat retries; the lease has slack
+                    log.exception("renewing leases failed")
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _error_dict(error: BaseException) -> dict[str, Any]:
+    return {"type": type(error).__name__, "message": str(error), "traceback": "".join(traceback.format_exception(error))[-8000:]}
+
+
+def _call_with_timeout(step: str, timeout_s: float, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``call`` on a helper thread and fail the step after ``timeout_s``.
+
+    Python cannot stop a thread: the abandoned call runs on in the background (its result
+    is discarded). The step fails on time and its slot is free again.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name=f"theodolite-timeout-{step}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise StepTimeoutError(step, timeout_s)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
