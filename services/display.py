@@ -64,6 +64,7 @@ def print_table(result: JobResult, executor: LocalExecutor, console: Console | N
         outputs = ", ".join(f"{k}={_short(v)}" for k, v in report.outputs.items())
         table.add_row(name, task, f"[{STATUS_STYLES.get(report.status, '')}]{report.status}[/]", elapsed, outputs)
     console.print(table)
+    print_metrics(result, console)
     if len(result.steps) > len(shown):
         console.print(f"({len(result.steps) - len(shown)} more succeeded steps not shown; use --json for all)")
     if result.error is not None:
@@ -73,13 +74,51 @@ def print_table(result: JobResult, executor: LocalExecutor, console: Console | N
             Console(stderr=True).print(trace, markup=False, highlight=False)
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: Any, limit: int = 48) -> str:
+    """A one-glance summary: arrays by shape, mappings by keys, numbers to 4 digits."""
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    if shape is not None and dtype is not None and getattr(value, "size", 2) > 1:
+    if shape is not None and dtype is not None:
+        if getattr(value, "size", 2) == 1:
+            return _short(value.item() if hasattr(value, "item") else value, limit)
         return f"array{tuple(shape)}:{dtype}"
-    text = repr(to_jsonable(value))
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        scalars = all(isinstance(v, (int, float, str, bool)) or v is None for v in value.values())
+        text = ", ".join(f"{k}={_short(v)}" for k, v in value.items()) if scalars else ", ".join(map(str, value))
+        text = "{" + text + "}"
+    elif isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"{type(value).__name__}[{len(value)}]"
+    else:
+        text = repr(to_jsonable(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_metrics(result: JobResult, console: Console | None = None) -> None:
+    """The figures a job reports: every ``metrics`` output, flattened, as a table."""
+    console = console or Console()
+    for step, report in result.steps.items():
+        metrics = report.outputs.get("metrics")
+        if not isinstance(metrics, dict):
+            continue
+        table = Table(title=f"metrics ({step})")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in _flatten(metrics):
+            table.add_row(key, _short(value, 60))
+        console.print(table)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows.extend(_flatten(value, f"{name} "))
+        else:
+            rows.append((name, value))
+    return rows
 
 
 def stderr_is_terminal() -> bool:

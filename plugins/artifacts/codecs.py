@@ -47,7 +47,10 @@ def encode_npz(tree: Any, compressed: bool = True) -> bytes:
             return {"t": "dict", "v": {k: skeleton(v, f"{path}/{k}" if path else k) for k, v in node.items()}}
         if isinstance(node, list | tuple):
             kind = "list" if isinstance(node, list) else "tuple"
-            return {"t": kind, "v": [skeleton(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(node)]}
+            return {
+                "t": kind,
+                "v": [skeleton(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(node)],
+            }
         if node is None or isinstance(node, bool | int | float | str):
             return {"t": "scalar", "v": node}
         raise TypeError(f"cannot serialise {type(node).__name__} without pickle")
@@ -84,7 +87,10 @@ def decode_npz(data: bytes) -> Any:
 
 def check_table(table: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Columns as lists of Python scalars, all the same length."""
-    columns = {str(name): np.asarray(values).tolist() if _is_array(values) else list(values) for name, values in table.items()}
+    columns = {
+        str(name): np.asarray(values).tolist() if _is_array(values) else list(values)
+        for name, values in table.items()
+    }
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"table columns have different lengths: {sorted(lengths)}")
@@ -125,7 +131,7 @@ def _parse_column(cells: list[str]) -> list[Any]:
     elif all_parse(float):
         parse = float
     elif all(c in {"True", "False"} for c in present):
-        parse = lambda c: c == "True"  # noqa: E731
+        parse = "True".__eq__
     else:
         parse = str
     return [None if c == "" else parse(c) for c in cells]

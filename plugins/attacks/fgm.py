@@ -52,7 +52,9 @@ def fgm_attack(
     direction_fn = jitted_direction(str(model["kind"]), norm, bool(targeted))
     params = to_device(model["params"])
     chunks = [
-        np.asarray(direction_fn(params, jnp.asarray(x[i : i + batch_size]), jnp.asarray(labels[i : i + batch_size])))
+        np.asarray(
+            direction_fn(params, jnp.asarray(x[i : i + batch_size]), jnp.asarray(labels[i : i + batch_size]))
+        )
         for i in range(0, len(x), int(batch_size))
     ]
     direction = np.concatenate(chunks) if chunks else np.zeros_like(x)

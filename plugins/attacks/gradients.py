@@ -1,9 +1,9 @@
 """Gradient, norm and projection primitives shared by the attacks (helpers, not tasks).
 
 Conventions follow ART: the loss gradient with respect to the input is normalised per
-sample -- ``sign`` for the inf-norm, ``g / (||g||_p + tol)`` for p in {1, 2} -- so a
-step of size ``eps`` has p-norm (at most) ``eps``. Untargeted attacks ascend the loss of
-the reference label, targeted attacks descend the loss of the target label.
+sample -- ``sign`` for the inf-norm, ``g / ||g||_p`` for p in {1, 2} -- so a step of
+size ``eps`` has p-norm ``eps`` (before clipping to the data range). Untargeted attacks
+ascend the loss of the reference label, targeted attacks descend the loss of the target.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-TOL = 1e-7  # ART's tol in _apply_norm: keeps zero gradients at zero
 
 NORMS = ("inf", "1", "2")
 
@@ -38,14 +36,23 @@ def _sample_reduce(values: jax.Array, op: Callable[..., jax.Array]) -> jax.Array
 
 
 def normalize_direction(grad: jax.Array, norm: str) -> jax.Array:
-    """Per-sample steepest-ascent direction of unit ``norm`` (ART ``_apply_norm``)."""
+    """Per-sample steepest-ascent direction of unit ``norm`` (ART ``_apply_norm``).
+
+    Unlike ART's ``g / (||g|| + 1e-7)``, each gradient is first rescaled by its largest
+    entry, so the tiny float32 gradients of very confident predictions still give a
+    direction of norm exactly 1; an all-zero gradient stays zero.
+    """
     if norm == "inf":
         return jnp.sign(grad)
+    if norm not in ("1", "2"):
+        raise ValueError(f"unsupported norm {norm!r}")
+    peak = _sample_reduce(jnp.abs(grad), jnp.max)
+    scaled = grad / jnp.where(peak > 0, peak, 1.0)
     if norm == "1":
-        return grad / (_sample_reduce(jnp.abs(grad), jnp.sum) + TOL)
-    if norm == "2":
-        return grad / (jnp.sqrt(_sample_reduce(grad * grad, jnp.sum)) + TOL)
-    raise ValueError(f"unsupported norm {norm!r}")
+        size = _sample_reduce(jnp.abs(scaled), jnp.sum)
+    else:
+        size = jnp.sqrt(_sample_reduce(scaled * scaled, jnp.sum))
+    return scaled / jnp.where(size > 0, size, 1.0)
 
 
 def project(delta: jax.Array, eps: jax.Array | float, norm: str) -> jax.Array:
@@ -65,7 +72,9 @@ def project(delta: jax.Array, eps: jax.Array | float, norm: str) -> jax.Array:
     return delta * jnp.minimum(1.0, eps / jnp.maximum(size, 1e-12))
 
 
-def random_in_ball(key: jax.Array, shape: tuple[int, ...], eps: jax.Array | float, norm: str, dtype: Any) -> jax.Array:
+def random_in_ball(
+    key: jax.Array, shape: tuple[int, ...], eps: jax.Array | float, norm: str, dtype: Any
+) -> jax.Array:
     """Uniform samples from the eps-ball of ``norm`` (one per leading index)."""
     n = shape[0]
     dim = math.prod(shape[1:])
@@ -87,7 +96,9 @@ def random_in_ball(key: jax.Array, shape: tuple[int, ...], eps: jax.Array | floa
     raise ValueError(f"unsupported norm {norm!r}")
 
 
-def input_gradient(forward: Callable[..., jax.Array], params: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
+def input_gradient(
+    forward: Callable[..., jax.Array], params: Any, x: jax.Array, labels: jax.Array
+) -> jax.Array:
     """d/dx of the summed per-sample cross-entropy: row i is sample i's own loss gradient."""
 
     def total_loss(inputs: jax.Array) -> jax.Array:
@@ -98,7 +109,12 @@ def input_gradient(forward: Callable[..., jax.Array], params: Any, x: jax.Array,
 
 
 def attack_direction(
-    forward: Callable[..., jax.Array], params: Any, x: jax.Array, labels: jax.Array, norm: str, targeted: bool = False
+    forward: Callable[..., jax.Array],
+    params: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    norm: str,
+    targeted: bool = False,
 ) -> jax.Array:
     """Unit-norm direction that raises the loss of ``labels`` (lowers it when targeted)."""
     direction = normalize_direction(input_gradient(forward, params, x, labels), norm)

@@ -47,4 +47,8 @@ def adversarial_train_classifier(
         adversarial_ratio=float(ratio),
         clip_values=(float(clip_min), float(clip_max)),
     )
-    return {**model, "params": params, "history": {"loss": history, "adversarial": {"eps": float(eps), "ratio": float(ratio)}}}
+    return {
+        **model,
+        "params": params,
+        "history": {"loss": history, "adversarial": {"eps": float(eps), "ratio": float(ratio)}},
+    }

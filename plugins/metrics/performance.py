@@ -20,7 +20,7 @@ def _num_classes(true: np.ndarray, pred: np.ndarray, num_classes: int | None) ->
     return int(max(true.max(initial=-1), pred.max(initial=-1)) + 1)
 
 
-@task(outputs="accuracy")
+@task(outputs={"accuracy": "number"})
 def classification_accuracy(y_true: Any, y_pred: Any) -> float:
     """Share of matching labels (0.0 for empty inputs)."""
     true, pred = paired(y_true, y_pred)

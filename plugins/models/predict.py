@@ -27,7 +27,7 @@ def predict_classes(model: dict[str, Any], data: Any) -> np.ndarray:
     return np.argmax(logits_numpy(model, features_of(data)), axis=1).astype(np.int32)
 
 
-@task(outputs=["accuracy", "loss", "predictions"], device="gpu")
+@task(outputs=[{"accuracy": "number"}, {"loss": "number"}, "predictions"], device="gpu")
 def evaluate_classifier(model: dict[str, Any], dataset: dict[str, Any]) -> tuple[float, float, np.ndarray]:
     """Accuracy and mean cross-entropy on a labelled dataset, plus the predictions."""
     from plugins.data.arrays import features_of, labels_of

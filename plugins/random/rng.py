@@ -24,15 +24,16 @@ MAX_SEED = 2**31 - 1
 
 
 def key_from_rng(rng: object) -> Any:
-    """A raw JAX key (uint32[2]) from an rng array, a JAX key or an int seed."""
+    """A raw JAX key (uint32[2]) from an rng (any integer array of two words) or an int seed."""
     import jax
 
     if isinstance(rng, (int, np.integer)):
         return jax.random.PRNGKey(int(rng))
     arr = np.asarray(rng)
-    if arr.dtype != np.uint32 or arr.shape != (2,):
-        raise ValueError(f"an rng must be a uint32 array of shape (2,), got {arr.dtype}{arr.shape}")
-    return jax.numpy.asarray(arr)
+    valid = arr.shape == (2,) and np.issubdtype(arr.dtype, np.integer)
+    if not valid or arr.min() < 0 or arr.max() > np.iinfo(np.uint32).max:
+        raise ValueError(f"an rng must be two uint32 words (from init_rng), got {arr.dtype}{arr.shape}")
+    return jax.numpy.asarray(arr.astype(np.uint32))
 
 
 def numpy_generator(rng: object, index: int = 0) -> np.random.Generator:
@@ -43,7 +44,7 @@ def numpy_generator(rng: object, index: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=[int(folded[0]), int(folded[1])]))
 
 
-@task(outputs=["seed", "rng"])
+@task(outputs=[{"seed": "integer"}, "rng"])
 def init_rng(seed: int = -1) -> tuple[int, np.ndarray]:
     """Create an rng from ``seed``; a negative seed picks a fresh one (as Dioptra does).
 
@@ -65,7 +66,7 @@ def split_rng(rng: np.ndarray, index: int = 0) -> np.ndarray:
     return np.asarray(jax.random.fold_in(key_from_rng(rng), int(index)), dtype=np.uint32)
 
 
-@task
+@task(outputs={"value": "integer"})
 def draw_random_integer(rng: np.ndarray, low: int = 0, high: int = MAX_SEED, index: int = 0) -> int:
     """One integer in ``[low, high)``; draws with different ``index`` are independent."""
     if high <= low:
@@ -73,7 +74,7 @@ def draw_random_integer(rng: np.ndarray, low: int = 0, high: int = MAX_SEED, ind
     return int(numpy_generator(rng, index).integers(int(low), int(high)))
 
 
-@task
+@task(outputs="values")
 def draw_random_integers(
     rng: np.ndarray, low: int = 0, high: int = MAX_SEED, size: int = 1, index: int = 0
 ) -> np.ndarray:

@@ -1,11 +1,12 @@
 """The checked job document: what the planner core and the runners execute.
 
-Built by :func:`shared.document.validation.validate` only from a document that passed
-validation, so its fields are trusted; large graphs are built with ``model_construct``.
+Built by :func:`shared.document.validation.validate_data` only from a document that passed
+validation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,14 +30,19 @@ class TaskBinding(BaseModel):
     timeout_s: float | None = None
 
 
-class Step(BaseModel):
-    """One invocation in the graph, with its arguments still holding ``$references``."""
+@dataclass(slots=True)
+class Step:
+    """One invocation in the graph, with its arguments still holding ``$references``.
+
+    A slotted dataclass rather than a model: documents hold up to 100,000 of them and
+    pydantic validates, serialises and exports the schema of dataclass fields just the same.
+    """
 
     name: str
     task: str
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    dependencies: list[str] = Field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
     """Every upstream step: referenced ones first, then explicit ``dependencies``; no repeats."""
 
 

@@ -318,21 +318,18 @@ def _check_argument_types(graph: _Graph, names: Names, registry: TypeRegistry | 
         if declared_types is None:
             continue
         declared, by_name = declared_types
-        checks: list[tuple[Any, Type, DocPath, str]] = []
         for index, (value, param_type) in enumerate(zip(shape.args, declared)):
             if param_type is not ANY:
-                path = (*shape.args_path, index) if shape.positional_as_list else shape.args_path
-                checks.append((value, param_type, path, f"positional argument #{index + 1}"))
+                inferred = infer_type(value, reference_type)
+                if not (info.gradual and inferred is ANY) and not compatible(inferred, param_type):
+                    path = (*shape.args_path, index) if shape.positional_as_list else shape.args_path
+                    names.add(error("type.argument", path, f"positional argument #{index + 1} of step {step_name!r} is {inferred} but task {info.name!r} expects {param_type}"))
         for key, value in shape.kwargs.items():
             param_type = by_name.get(key, ANY)
             if param_type is not ANY:
-                checks.append((value, param_type, (*shape.kwargs_path, key), f"keyword argument {key!r}"))
-        for value, param_type, path, what in checks:
-            inferred = infer_type(value, reference_type)
-            if info.gradual and inferred is ANY:
-                continue
-            if not compatible(inferred, param_type):
-                names.add(error("type.argument", path, f"{what} of step {step_name!r} is {inferred} but task {info.name!r} expects {param_type}"))
+                inferred = infer_type(value, reference_type)
+                if not (info.gradual and inferred is ANY) and not compatible(inferred, param_type):
+                    names.add(error("type.argument", (*shape.kwargs_path, key), f"keyword argument {key!r} of step {step_name!r} is {inferred} but task {info.name!r} expects {param_type}"))
 
 
 def _declared_types(info: TaskInfo, registry: TypeRegistry) -> tuple[list[Type], dict[str, Type]] | None:
@@ -408,10 +405,7 @@ def _build_document(graph: _Graph, params: Mapping[str, Any], artifacts: Mapping
                 retries=spec.retries if spec else 0,
                 timeout_s=spec.timeout_s if spec else None,
             )
-        steps[step_name] = Step.model_construct(
-            name=step_name, task=info.name, args=shape.args, kwargs=shape.kwargs,
-            dependencies=graph.deps[step_name],
-        )
+        steps[step_name] = Step(step_name, info.name, shape.args, shape.kwargs, graph.deps[step_name])
     return JobDocument(
         types=dict(types),
         parameters={

@@ -52,3 +52,12 @@ def test_split_rng_gives_new_keys():
     assert not np.array_equal(child, rng)
     assert not np.array_equal(child, split_rng(rng, 2))
     assert draw_random_integer(child) != draw_random_integer(rng)
+
+
+def test_rng_survives_a_round_trip_through_plain_lists():
+    _, rng = init_rng(11)
+    assert draw_random_integer(rng.tolist(), index=3) == draw_random_integer(rng, index=3)
+    with pytest.raises(ValueError):
+        draw_random_integer(np.array([1, 2, 3], np.uint32))
+    with pytest.raises(ValueError):
+        draw_random_integer(np.array([-1, 2]))
