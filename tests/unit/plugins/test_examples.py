@@ -58,3 +58,17 @@ def test_eps_sweep_accuracy_falls_with_eps(tmp_path):
     values = list(by_eps.values())
     assert all(a > b for a, b in itertools.pairwise(values))
     assert metrics["clean_accuracy"] > values[0]
+
+
+def test_feature_squeezing_recovers_part_of_the_accuracy(tmp_path):
+    metrics = final_metrics("feature_squeeze.yaml", tmp_path, "epochs=10")
+    attacked, squeezed = metrics["adversarial_accuracy"], metrics["defended_adversarial_accuracy"]
+    assert squeezed > attacked + 0.05
+
+
+def test_same_seed_gives_identical_metrics_across_runs(tmp_path):
+    first = final_metrics("fgm.yaml", tmp_path / "a", "epochs=5", "seed=7")
+    second = final_metrics("fgm.yaml", tmp_path / "b", "epochs=5", "seed=7")
+    other = final_metrics("fgm.yaml", tmp_path / "c", "epochs=5", "seed=8")
+    assert first == second
+    assert other != first
