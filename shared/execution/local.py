@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.document.model import JobDocument
-from shared.errors import StepTimeoutError
 from shared.execution.invoke import invoke
 from shared.execution.result import JobResult, StepError, StepReport
+from shared.execution.timeouts import call_with_timeout
 from shared.planner.core import PlannerCore, StepState
 from shared.plugin_registry import LoadedTask, PluginRegistry
 
@@ -143,7 +143,7 @@ class LocalExecutor:
                 if binding.timeout_s is None:
                     outputs = invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs)
                 else:
-                    outputs = _with_timeout(name, binding.timeout_s, lambda: invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs))
+                    outputs = call_with_timeout(name, binding.timeout_s, lambda: invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs))
                 failure = None
                 break
             except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
@@ -197,28 +197,3 @@ class LocalExecutor:
             for name in job.document.steps
         }
         return JobResult(status=status, steps=steps, error=job.first_error)
-
-
-def _with_timeout(step: str, timeout_s: float, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``call`` on a helper thread and give up after ``timeout_s``.
-
-    Python cannot stop a thread: the abandoned call keeps running in the background, but
-    the step is failed on time and nothing waits for it. Distributed workers run such
-    steps in a child process they can kill.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = error
-
-    thread = threading.Thread(target=target, name=f"theodolite-timeout-{step}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise StepTimeoutError(step, timeout_s)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
