@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -25,15 +24,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE / "plugins"))
 
-from shared.document import check_text  # noqa: E402
-from shared.document.parameters import bind_parameters  # noqa: E402
-from shared.document.source import parse_text  # noqa: E402
-from shared.document.validation import validate_data  # noqa: E402
-from shared.execution.local import LocalExecutor  # noqa: E402
-from shared.gc_pause import gc_paused  # noqa: E402
-from shared.planner.core import PlannerCore  # noqa: E402
-from shared.plugin_catalog import PluginCatalog  # noqa: E402
-from shared.plugin_registry import PluginRegistry  # noqa: E402
+from shared.document import check_text
+from shared.document.parameters import bind_parameters
+from shared.document.source import parse_text
+from shared.document.validation import validate_data
+from shared.execution.local import LocalExecutor
+from shared.gc_pause import gc_paused
+from shared.planner.core import PlannerCore
+from shared.plugin_catalog import PluginCatalog
+from shared.plugin_registry import PluginRegistry
 
 TASKS = {"inc": {"plugin": "bench_tasks.bench_inc", "inputs": [{"x": "integer"}], "outputs": {"value": "integer"}}}
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from shared.errors import PluginLoadError
 from shared.plugin_api import TaskSpec, spec_of
@@ -44,7 +44,7 @@ class PluginRegistry:
                 sys.path.remove(directory)
         self._added.clear()
 
-    def __enter__(self) -> PluginRegistry:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -64,7 +64,7 @@ def load_task(coordinate: str) -> LoadedTask:
         raise PluginLoadError(coordinate, "a plugin coordinate needs a module and a function")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - any import failure is reported, not raised raw
+    except Exception as error:
         raise PluginLoadError(
             module_name, f"plugin module failed to import: {type(error).__name__}: {error}"
         ) from error

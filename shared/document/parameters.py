@@ -38,10 +38,10 @@ def bind_parameters(
         path = ("parameters", name)
         if name in given:
             value = given[name]
-            if registry is not None and parameter.type and parameter.type in registry.types:
-                if not compatible(infer_type(value), registry.get(parameter.type)):
-                    issues.append(error("parameters.value-type", path, f"value {value!r} given for {name!r} is not of its declared type {parameter.type}", key=True))
-                    continue
+            declared = registry.types.get(parameter.type) if registry is not None and parameter.type else None
+            if declared is not None and not compatible(infer_type(value), declared):
+                issues.append(error("parameters.value-type", path, f"value {value!r} given for {name!r} is not of its declared type {parameter.type}", key=True))
+                continue
             values[name] = value
         elif parameter.has_default:
             values[name] = parameter.default

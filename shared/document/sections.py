@@ -192,10 +192,10 @@ def check_parameters(data: Mapping[str, Any], names: Names, registry: TypeRegist
             names.add(error("parameters.shape", path, f"parameter {name!r} must be a default value or {{type, default}}"))
             continue
         type_name, has_default, default = entry
-        if registry is not None and type_name is not None and has_default:
-            if not compatible(infer_type(default), registry.get(type_name)):
-                names.add(error("parameters.default-type", (*path, "default"), f"default {default!r} of parameter {name!r} is not of its declared type {type_name}"))
-                continue
+        declared = registry.get(type_name) if registry is not None and type_name is not None else None
+        if declared is not None and has_default and not compatible(infer_type(default), declared):
+            names.add(error("parameters.default-type", (*path, "default"), f"default {default!r} of parameter {name!r} is not of its declared type {type_name}"))
+            continue
         good[name] = entry
     return good
 

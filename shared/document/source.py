@@ -80,9 +80,8 @@ class SourceMap:
         if isinstance(node, yaml.MappingNode):
             entry = self._mapping_index(node).get(part)
             return entry[1] if entry is not None else None
-        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                return node.value[part]
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            return node.value[part]
         return None
 
     def _mapping_index(self, node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:

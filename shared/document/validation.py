@@ -36,11 +36,11 @@ from shared.document.source import DocPath, SourceDocument
 from shared.document.structure import Names, StepShape, check_top_level, step_shape
 from shared.document.types import (
     ANY,
-    is_reference,
     Type,
     TypeRegistry,
     compatible,
     infer_type,
+    is_reference,
 )
 from shared.plugin_catalog import PluginCatalog, describe
 

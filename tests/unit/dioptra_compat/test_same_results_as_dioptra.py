@@ -66,14 +66,14 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 
         form = draw(st.sampled_from(["positional", "keyword", "mixed"]))
         if kind == "nothing":
-            args, kwargs = [], {}
+            args = []
         elif kind == "add":
-            args, kwargs = [value(True), value(True)], {}
+            args = [value(True), value(True)]
         elif kind == "pair":
-            args, kwargs = [value(False)] + ([value(False)] if draw(st.booleans()) else []), {}
+            args = [value(False)] + ([value(False)] if draw(st.booleans()) else [])
         else:
-            args, kwargs = [value(False)], {}
-        names = [list(d)[0] if "name" not in d else d["name"] for d in TASKS[kind].get("inputs", [])]
+            args = [value(False)]
+        names = [d["name"] if "name" in d else next(iter(d)) for d in TASKS[kind].get("inputs", [])]
         if form == "keyword":
             step: dict[str, Any] = {kind: dict(zip(names, args))}
         elif form == "mixed" and args:

@@ -108,15 +108,13 @@ graph:
 
 @pytest.mark.parametrize("coordinate", ["os.system", "builtins.eval", "subprocess.run", "tp_tasks.not_a_task"])
 def test_unregistered_functions_are_refused_by_the_registry(coordinate: str) -> None:
-    with PluginRegistry([FIXTURE_PLUGINS]):
-        with pytest.raises(PluginLoadError, match="not a registered plugin task"):
-            load_task(coordinate)
+    with PluginRegistry([FIXTURE_PLUGINS]), pytest.raises(PluginLoadError, match="not a registered plugin task"):
+        load_task(coordinate)
 
 
 def test_failing_plugin_import_names_the_module_and_the_original_error() -> None:
-    with PluginRegistry([BROKEN_PLUGINS]):
-        with pytest.raises(PluginLoadError) as caught:
-            load_task("bp_broken.bp_task")
+    with PluginRegistry([BROKEN_PLUGINS]), pytest.raises(PluginLoadError) as caught:
+        load_task("bp_broken.bp_task")
     assert caught.value.target == "bp_broken"
     assert "ModuleNotFoundError" in str(caught.value) and "module_that_does_not_exist" in str(caught.value)
 
