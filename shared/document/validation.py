@@ -357,11 +357,10 @@ def _check_artifact_outputs(data: Mapping[str, Any], names: Names, graph: _Graph
         if extra or not isinstance(contents, str) or not isinstance(task, Mapping):
             names.add(error("artifact_outputs.shape", path, "an artifact output is {contents: \"$reference\", task: {name: serializer, args: {...}}}"))
             continue
-        if not contents.startswith("$") or contents.startswith("$$") or contents == "$":
-            names.add(error("artifact_outputs.contents", (*path, "contents"), f"'contents' must be a $reference to what is saved, got {contents!r}"))
-            continue
         target, output = split_reference(contents[1:])
-        if graph is not None and target in graph.shapes:
+        if not is_reference(contents):
+            pass  # a literal string is saved as it is (Dioptra allows it)
+        elif graph is not None and target in graph.shapes:
             info = graph.bound.get(target)
             if info is not None:
                 _check_output(contents[1:], target, output, info.outputs.names, (*path, "contents"), names, "step")

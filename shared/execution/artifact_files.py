@@ -45,7 +45,11 @@ def artifact_input_values(document: JobDocument, files: Mapping[str, Path]) -> t
             problems.append(f"artifact input {name!r} was not given: pass --artifact {name}=PATH")
             continue
         try:
-            values[name] = name_outputs(name, declared.outputs, read_artifact_file(path))
+            value = read_artifact_file(path)
+            # As in Dioptra, an artifact with one output holds the whole value even when
+            # that output is declared in a list; several outputs unpack it.
+            names = declared.outputs.names
+            values[name] = {names[0]: value} if len(names) == 1 else name_outputs(name, declared.outputs, value)
         except (OSError, ValueError) as error:
             problems.append(f"artifact input {name!r}: cannot read {path}: {error}")
     for name in files:

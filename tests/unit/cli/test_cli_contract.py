@@ -132,3 +132,39 @@ def test_installed_console_script_runs_outside_the_source_tree(docs, tmp_path) -
     proc = subprocess.run([str(script), "run", str(docs["good"]), "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["steps"]["two"]["outputs"]["sum"] == 13
+
+
+def test_artifact_inputs_and_outputs_through_files(tmp_path) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "weights.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    (tmp_path / "pair.json").write_text("[10, 20]")
+    doc = tmp_path / "a.yaml"
+    doc.write_text("""
+artifact_inputs:
+  weights: [{array: any}]
+  pair: [{left: any}, {right: any}]
+graph:
+  total: {sum_values: [[$pair.left, $pair.right]]}
+  echoed: {echo: [$weights]}
+artifact_outputs:
+  saved: {contents: $echoed, task: {name: array_to_npy}}
+  summary: {contents: $total, task: {name: value_to_json}}
+""")
+    out_dir = tmp_path / "out"
+    code, out, err = cli("run", str(doc), "--json", "--artifact", f"weights={tmp_path / 'weights.npy'}",
+                         "--artifact", f"pair={tmp_path / 'pair.json'}", "--artifacts-dir", str(out_dir))
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["steps"]["total"]["outputs"] == {"total": 30}
+    assert payload["steps"]["echoed"]["outputs"] == {"value": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]}
+    saved = np.load(payload["artifacts"]["saved"], allow_pickle=False)
+    assert saved.dtype == np.float32 and saved.shape == (2, 3)
+    assert json.loads(Path(payload["artifacts"]["summary"]).read_text()) == 30
+
+
+def test_missing_artifact_input_exits_2(tmp_path) -> None:
+    doc = tmp_path / "a.yaml"
+    doc.write_text("artifact_inputs:\n  data: {rows: any}\ngraph:\n  e: {echo: [$data]}\n")
+    code, _, err = cli("run", str(doc))
+    assert code == 2 and "--artifact data=PATH" in err
