@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from shared.document import catalog_for, check_file
-from shared.document.issues import Issue, Severity, has_errors
+from shared.document.issues import Issue, has_errors
 from shared.document.parameters import bind_parameters, parse_assignment
 from shared.document.types import TypeRegistry
 
@@ -84,10 +84,10 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
         concurrency: int | None, keep_going: bool, artifacts: tuple[str, ...], artifacts_dir: str | None,
         progress: bool | None) -> None:
     """Run FILE's whole graph in this process, independent steps concurrently."""
+    from services.display import print_table, run_with_progress, stderr_is_terminal
     from shared.execution.artifact_files import artifact_input_values, write_artifact_outputs
     from shared.execution.local import DEFAULT_CONCURRENCY, LocalExecutor
     from shared.plugin_registry import PluginRegistry
-    from services.display import print_table, run_with_progress, stderr_is_terminal
 
     catalog = catalog_for(file, plugin_dirs)
     result = check_file(file, catalog)
@@ -161,6 +161,13 @@ def tasks(plugin_dirs: tuple[str, ...]) -> None:
         click.echo(f"{task.spec.name:28} {task.spec.device:5} outputs: {outputs:24} {task.spec.coordinate}")
     for problem in catalog.scan_problems():
         click.echo(f"warning: {problem.message}", err=True)
+
+
+# distributed mode: planner, worker, submit, up, schema (services/distributed_cli.py)
+from services.distributed_cli import COMMANDS as _DISTRIBUTED_COMMANDS
+
+for _command in _DISTRIBUTED_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

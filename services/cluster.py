@@ -85,6 +85,7 @@ class MongoWireServer:
 
     def start(self, timeout_s: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         command = [nx_27017_command(), "--port", str(self.port), "--pid-file", str(self.data_dir / "nx-27017.pid"),
                    "--data-dir", str(self.data_dir / "data"), "--log-file", str(self.log_dir / "nx-27017.log")]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -202,9 +203,11 @@ class LocalCluster:
                 await asyncio.sleep(0.2)
 
     # stopping -----------------------------------------------------------------------------
-    def stop_child(self, child: Child, *, grace_s: float = 30.0, kill: bool = False) -> int:
+    def stop_child(self, child: Child, *, grace_s: float = 30.0, kill: bool = False, signalled: bool = False) -> int:
+        """Signal one child (unless already ``signalled``) and wait for it; its exit code."""
         if child.process.poll() is None:
-            child.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            if not signalled:
+                child.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 child.process.wait(grace_s)
             except subprocess.TimeoutExpired:
@@ -223,7 +226,7 @@ class LocalCluster:
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
         for child in workers:
-            codes[child.name] = self.stop_child(child, grace_s=grace_s)
+            codes[child.name] = self.stop_child(child, grace_s=grace_s, signalled=True)
         for child in self.children:
             if child not in workers:
                 codes[child.name] = self.stop_child(child, grace_s=grace_s)

@@ -88,6 +88,7 @@ class Planner:
         self._catalog = catalog_for(None, self.plugin_dirs)
         self._reconciled_at = time.time()
         self._lease_scan_at = 0.0
+        self._background: set[asyncio.Future[None]] = set()
 
     # lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -119,6 +120,8 @@ class Planner:
             log.info("planner draining")
             await self.broker.stop_consuming()
             await self._drain()
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
             for task in [*loops, lost, stopped]:
                 task.cancel()
             await asyncio.gather(*loops, lost, stopped, return_exceptions=True)
@@ -463,8 +466,16 @@ class Planner:
         await self._publish_event(event, job_event_key(job_id, state))
 
     async def _step_events(self, job_id: str, events: list[Event]) -> None:
+        """Step events are published off the critical path (confirmed in the background)."""
         if events:
-            await self._publish_event(EventBatch(job_id=job_id, events=events), step_event_key(job_id))
+            task = asyncio.ensure_future(self._publish_event(EventBatch(job_id=job_id, events=events), step_event_key(job_id)))
+            self._background.add(task)
+            task.add_done_callback(self._event_done)
+
+    def _event_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("publishing step events failed: %r", task.exception())
 
     async def _publish_event(self, event: Event | EventBatch, key: str) -> None:
         await self.broker.publish(Outgoing(self.broker.names.events_exchange, key, encode(event), event.kind, persistent=False))

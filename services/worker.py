@@ -21,12 +21,11 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared import codec
 from shared.constants import NOTICE_KEY, step_event_key
 from shared.distributed_errors import MessageError
-from shared.errors import StepTimeoutError
 from shared.execution.invoke import invoke
+from shared.execution.timeouts import call_with_timeout
 from shared.messages import Event, EventBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
@@ -49,6 +48,7 @@ from shared.transport.settle import HandBack, Reject, settle
 
 log = logging.getLogger("theodolite.worker")
 JOB_CACHE_SIZE = 64
+EVENT_FLUSH_S = 0.05
 WORKER_ID_ENV = "THEODOLITE_WORKER_ID"
 WORKER_DEVICE_ENV = "THEODOLITE_WORKER_DEVICE"
 
@@ -108,6 +108,7 @@ class Worker:
         self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"theodolite-{device}")
         self._background: set[asyncio.Task[Any]] = set()
+        self._running_events: list[Event] = []
         self.completed = 0
 
     # lifecycle ----------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class Worker:
                 queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
                 runners = [asyncio.create_task(self._run_loop(), name=f"worker-slot-{i}") for i in range(self.concurrency)]
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
+                events = asyncio.create_task(self._event_loop(), name="worker-events")
                 await self.broker.consume(channel, queue.name, self._inbox.put)
                 log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id, queue.name, self.concurrency, self.prefetch)
                 lost = asyncio.create_task(self.broker.lost.wait())
@@ -128,10 +130,10 @@ class Worker:
                 if lost.done() and not stopped.done():
                     raise ConnectionError("lost the RabbitMQ connection")
                 await self._drain(runners)
-                heartbeat.cancel()
-                for task in (lost, stopped, heartbeat):
+                for task in (lost, stopped, heartbeat, events):
                     task.cancel()
-                await asyncio.gather(lost, stopped, heartbeat, return_exceptions=True)
+                await asyncio.gather(lost, stopped, heartbeat, events, return_exceptions=True)
+                await self._flush_events()
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
         finally:
@@ -184,7 +186,8 @@ class Worker:
             inflight = InFlight(dispatch, message)
             self._inflight[key] = inflight
             inflight.deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, inflight)
-            self._spawn(self._publish_step_event(dispatch, "running"))
+            self._running_events.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
+                                              attempt=dispatch.attempt, worker_id=self.worker_id))
             try:
                 outcome = await self._execute(dispatch)
                 recorded = await asyncio.shield(self.store.finish(
@@ -247,15 +250,14 @@ class Worker:
             function = self.registry.load(binding.plugin).function
         except Exception as error:  # noqa: BLE001
             return Outcome(error=_error_dict(error))
-        failure: BaseException | None = None
+        failure: BaseException = RuntimeError("the step was never attempted")
         for _attempt in range(binding.retries + 1):
             try:
                 call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)  # noqa: E731
-                outputs = call() if binding.timeout_s is None else _call_with_timeout(name, binding.timeout_s, call)
+                outputs = call() if binding.timeout_s is None else call_with_timeout(name, binding.timeout_s, call)
                 return Outcome(outputs=codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes))
             except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
                 failure = error
-        assert failure is not None
         return Outcome(error=_error_dict(failure))
 
     async def _job(self, job_id: str) -> JobRecord | None:
@@ -282,11 +284,23 @@ class Worker:
                             duration_s=outcome.duration_s)
         await self.broker.publish(Outgoing(self.broker.names.notices_exchange, NOTICE_KEY, encode(notice), "step.done"))
 
-    async def _publish_step_event(self, dispatch: StepDispatch, state: str) -> None:
-        event = Event(type=f"step.{state}", job_id=dispatch.job_id, step=dispatch.step, state=state,
-                      attempt=dispatch.attempt, worker_id=self.worker_id)
-        batch = EventBatch(job_id=dispatch.job_id, events=[event])
-        await self.broker.publish(Outgoing(self.broker.names.events_exchange, step_event_key(dispatch.job_id), encode(batch), batch.kind, persistent=False))
+    async def _event_loop(self) -> None:
+        """Publish "step.running" events in batches (one message per job per flush), not one per step."""
+        while True:
+            await asyncio.sleep(EVENT_FLUSH_S)
+            await self._flush_events()
+
+    async def _flush_events(self) -> None:
+        events, self._running_events = self._running_events, []
+        by_job: dict[str, list[Event]] = {}
+        for event in events:
+            by_job.setdefault(str(event.job_id), []).append(event)
+        for job_id, job_events in by_job.items():
+            batch = EventBatch(job_id=job_id, events=job_events)
+            try:
+                await self.broker.publish(Outgoing(self.broker.names.events_exchange, step_event_key(job_id), encode(batch), batch.kind, persistent=False))
+            except Exception:  # noqa: BLE001 - events are informative; MongoDB has the state
+                log.exception("publishing step events failed")
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -305,27 +319,3 @@ class Worker:
 
 def _error_dict(error: BaseException) -> dict[str, Any]:
     return {"type": type(error).__name__, "message": str(error), "traceback": "".join(traceback.format_exception(error))[-8000:]}
-
-
-def _call_with_timeout(step: str, timeout_s: float, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``call`` on a helper thread and fail the step after ``timeout_s``.
-
-    Python cannot stop a thread: the abandoned call runs on in the background (its result
-    is discarded). The step fails on time and its slot is free again.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = error
-
-    thread = threading.Thread(target=target, name=f"theodolite-timeout-{step}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise StepTimeoutError(step, timeout_s)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

@@ -61,6 +61,8 @@ class _Encoder:
         self.inline_bytes = 0
 
     def encode(self, value: Any, path: str) -> Any:
+        if isinstance(value, np.generic):  # before the Python types: np.float64 is a float
+            return self._scalar(value, path)
         if value is None or isinstance(value, (bool, str)):
             if isinstance(value, str):
                 self.inline_bytes += len(value)
@@ -86,15 +88,13 @@ class _Encoder:
             return self._mapping(value, path)
         if isinstance(value, np.ndarray):
             return self._array(value, path)
-        if isinstance(value, np.generic):
-            return self._scalar(value, path)
         if _is_jax_array(value):
             return self._array(np.asarray(value), path)
         raise CodecError(path, f"cannot store a {type(value).__module__}.{type(value).__qualname__} without pickle; "
                          "return arrays, numbers, strings, bytes, lists, tuples or dicts of them")
 
     def _mapping(self, value: Mapping[Any, Any], path: str) -> dict[str, Any]:
-        if all(isinstance(k, str) and k and "." not in k and not k.startswith("$") and k != TAG for k in value):
+        if all(isinstance(k, str) and k and "." not in k and "\x00" not in k and not k.startswith("$") and k != TAG for k in value):
             return {TAG: "dict", "m": {k: self.encode(v, f"{path}.{k}") for k, v in value.items()}}
         keys = [self.encode(k, f"{path}<key>") for k in value]
         values = [self.encode(v, f"{path}[{k!r}]") for k, v in value.items()]

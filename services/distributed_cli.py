@@ -1,0 +1,223 @@
+"""CLI commands of the distributed mode: planner, worker, submit, up, schema.
+
+Registered on the ``theodolite`` group by :mod:`services.cli`. Every command reads
+``THEODOLITE_AMQP_URL`` / ``THEODOLITE_MONGO_URL`` (and the rest of :class:`Settings`).
+Exit codes of ``submit --wait`` are those of ``run``: 0 succeeded, 1 failed, 2 invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+plugins_option = click.option(
+    "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
+    help="Directory of plugin modules (repeatable; also THEODOLITE_PLUGINS).",
+)
+
+
+def _settings(**overrides: Any) -> Any:
+    from shared.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(f"THEODOLITE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors())
+        raise click.UsageError(f"bad configuration: {problems}") from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("pymongo").setLevel(logging.WARNING)
+
+
+async def _serve(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service until SIGTERM or SIGINT, which start its drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+@click.command()
+@plugins_option
+@click.option("-v", "--verbose", is_flag=True)
+def planner(plugin_dirs: tuple[str, ...], verbose: bool) -> None:
+    """Run the planner service: validate jobs, persist them, dispatch ready steps."""
+    from services.planner import Planner
+
+    _logging(verbose)
+    settings = _settings()
+    logging.getLogger("theodolite.planner").info("settings: %r", settings)
+    asyncio.run(_serve(Planner(settings, plugin_dirs).run))
+    sys.exit(EXIT_OK)
+
+
+@click.command()
+@click.option("--device", required=True, help="Device type this worker serves: cpu, gpu or any label tasks declare.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Steps run at once (default THEODOLITE_CONCURRENCY).")
+@click.option("--prefetch", type=click.IntRange(min=1), default=None, help="Unacked deliveries (default: concurrency; 1 on gpu).")
+@plugins_option
+@click.option("-v", "--verbose", is_flag=True)
+def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_dirs: tuple[str, ...], verbose: bool) -> None:
+    """Run a worker consuming the steps of one device type."""
+    from services.worker import prepare_device_environment
+
+    _logging(verbose)
+    description = prepare_device_environment(device)  # before anything imports JAX
+    from services.worker import Worker
+
+    settings = _settings()
+    log = logging.getLogger("theodolite.worker")
+    log.info("%s", description)
+    instance = Worker(settings, device, concurrency=concurrency, prefetch=prefetch, plugin_dirs=plugin_dirs)
+    asyncio.run(_serve(instance.run))
+    sys.exit(EXIT_OK)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter; VALUE is read as YAML.")
+@plugins_option
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit 0 succeeded, 1 failed, 2 invalid.")
+@click.option("--json", "as_json", is_flag=True, help="With --wait: print the result as `run --json` does.")
+@click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after this many seconds (exit 1).")
+def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wait: bool, as_json: bool,
+           keep_going: bool, timeout_s: float | None) -> None:
+    """Send FILE to the planner as a job (validated here first)."""
+    from services.cli import _parameters, _print_issues
+    from shared.document import catalog_for, check_file
+    from shared.document.issues import has_errors
+    from shared.document.parameters import bind_parameters
+    from shared.document.types import TypeRegistry
+    from shared.messages import JobSubmission
+
+    settings = _settings()
+    result = check_file(file, catalog_for(file, plugin_dirs))
+    _print_issues(file, result.issues)
+    if result.document is None:
+        sys.exit(EXIT_INVALID)
+    given = _parameters(params)
+    _, issues = bind_parameters(result.document, given, TypeRegistry(result.document.types))
+    _print_issues(file, issues)
+    if has_errors(issues):
+        sys.exit(EXIT_INVALID)
+    if result.document.artifact_inputs:
+        click.echo(f"{file}:1: artifact_inputs: artifact inputs are not supported by the distributed mode yet; use `theodolite run`", err=True)
+        sys.exit(EXIT_INVALID)
+    text = Path(file).read_text(encoding="utf-8")
+    submission = JobSubmission(document=text, document_name=file, parameters=given, fail_fast=not keep_going)
+    sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s)))
+
+
+async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None) -> int:
+    from services.client import Client
+    from shared.distributed_errors import DistributedError, JobRejected
+
+    try:
+        async with Client(settings) as client:
+            job_id = await client.submit(submission)
+            if not wait:
+                click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+                return EXIT_OK
+            click.echo(f"job {job_id} submitted", err=True)
+            try:
+                outcome = await client.wait(job_id, timeout_s=timeout_s)
+            except JobRejected as rejected:
+                for problem in rejected.problems:
+                    click.echo(problem, err=True)
+                return EXIT_INVALID
+            except TimeoutError as error:
+                click.echo(f"error: {error}", err=True)
+                return EXIT_FAILED
+    except DistributedError as error:
+        click.echo(f"error: {error}", err=True)
+        return EXIT_FAILED
+    if as_json:
+        click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
+    else:
+        for name, report in outcome.steps.items():
+            click.echo(f"{report.status:10} {name}")
+        click.echo(f"job {job_id}: {outcome.status}" + (f" ({outcome.error.step}: {outcome.error.type}: {outcome.error.message})" if outcome.error else ""))
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
+
+
+@click.command()
+@click.option("--workers", "workers_text", default="cpu=2,gpu=1", show_default=True, help="Workers per device type.")
+@plugins_option
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".theodolite/cluster", show_default=True,
+              help="Mongo-wire server data and process logs.")
+def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
+    """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planner, workers); Ctrl-C stops it."""
+    from services.cluster import LocalCluster, parse_workers
+
+    try:
+        workers = parse_workers(workers_text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--workers") from None
+    settings = _settings()
+    root = Path(data_dir)
+    cluster = LocalCluster(settings, workers, plugin_dirs=plugin_dirs, mongo_data_dir=root / "mongo", log_dir=root / "logs")
+    stop = {"now": False}
+
+    def request_stop(*_: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    cluster.start()
+    try:
+        cluster.wait_ready()
+        info = cluster.describe()
+        click.echo(f"cluster up: namespace {info['namespace']}, MongoDB {info['mongo_url']}, logs in {root / 'logs'}", err=True)
+        click.echo(f"  export THEODOLITE_MONGO_URL={info['mongo_url']}  # to submit from another shell", err=True)
+        for name, pid in info["processes"].items():
+            click.echo(f"  {name}: pid {pid}", err=True)
+        while not stop["now"]:
+            dead = [c.name for c in cluster.children if c.process.poll() is not None]
+            if dead:
+                click.echo(f"stopping: {', '.join(dead)} exited", err=True)
+                break
+            time.sleep(0.2)
+    finally:
+        click.echo("stopping the cluster ...", err=True)
+        codes = cluster.stop()
+        click.echo("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()), err=True)
+    sys.exit(EXIT_OK)
+
+
+@click.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write one KIND.schema.json per message here.")
+def schema(out_dir: str | None) -> None:
+    """Print (or write) the JSON Schemas of the messages other systems may publish or read."""
+    from shared.messages import json_schemas
+
+    schemas = json_schemas()
+    if out_dir is None:
+        click.echo(json.dumps(schemas, indent=2))
+        return
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for kind, body in schemas.items():
+        (target / f"{kind}.schema.json").write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    click.echo(f"wrote {len(schemas)} schemas to {target}", err=True)
+
+
+COMMANDS = [planner, worker, submit, up, schema]

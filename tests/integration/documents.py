@@ -1,0 +1,93 @@
+"""Job documents used by the distributed tests."""
+
+from __future__ import annotations
+
+DIAMOND = """
+parameters:
+  x: 3
+graph:
+  top:
+    plus: [$x, 1]
+  left:
+    plus: [$top, 10]
+  right:
+    plus:
+      x: $top
+      k: 100
+  bottom:
+    total: [[$left, $right]]
+"""
+
+
+def fan_out_in(width: int = 200) -> str:
+    lines = ["parameters:", "  base: 1", "graph:", "  source:", "    plus: [$base, 0]"]
+    for i in range(width):
+        lines += [f"  f{i}:", f"    plus: [$source, {i}]"]
+    lines += ["  gather:", "    total:", "      - [" + ", ".join(f"$f{i}" for i in range(width)) + "]"]
+    return "\n".join(lines) + "\n"
+
+
+ARRAYS = """
+graph:
+  arr:
+    make_array: [40, float32]
+  small:
+    make_array: [3, int64]
+  tree:
+    make_pytree: [6]
+  described:
+    describe_tree:
+      tree: $tree
+      array: $arr
+  again:
+    describe_tree:
+      tree: [$small, {nested: $tree}]
+      array: $small
+"""
+
+
+def gpu_mix(count: int = 8) -> str:
+    lines = ["graph:"]
+    for i in range(count):
+        lines += [f"  g{i}:", f"    device_label: [{i}]", f"  c{i}:", f"    plus: [{i}, 1]"]
+    return "\n".join(lines) + "\n"
+
+
+FAILING = """
+graph:
+  ok:
+    plus: [1, 1]
+  boom:
+    fail_with: ["kaboom from the test"]
+    dependencies: [ok]
+  after:
+    plus: [$ok, 1]
+    dependencies: [boom]
+  last:
+    plus: [$after, 1]
+"""
+
+INVALID = """
+graph:
+  a:
+    plus: [1, 1]
+  b:
+    plus: [$nope, 1]
+"""
+
+TPU = """
+graph:
+  first:
+    plus: [1, 1]
+  accel:
+    tpu_label: []
+    dependencies: [first]
+"""
+
+
+def chain_with_log(log_dir: str, length: int = 10, seconds: float = 0.4) -> str:
+    lines = ["graph:", "  s0:", "    logged_sleep:", f"      seconds: {seconds}", f"      log_dir: {log_dir}", "      name: s0"]
+    for i in range(1, length):
+        lines += [f"  s{i}:", "    logged_sleep:", f"      seconds: {seconds}", f"      log_dir: {log_dir}",
+                  f"      name: s{i}", f"      x: $s{i - 1}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,143 @@
+"""Planner, two cpu workers and one gpu worker as separate processes, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.client import Client
+from services.cluster import LocalCluster
+from shared.settings import Settings
+from tests.integration import documents
+from tests.support.distributed import ROOT, TEST_PLUGINS, cleanup, make_settings
+
+pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
+
+
+@pytest.fixture(scope="module")
+def cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    settings = make_settings(amqp_url, mongo_url)
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    instance = LocalCluster(settings, {"cpu": 2, "gpu": 1}, plugin_dirs=[TEST_PLUGINS], start_mongo=False, log_dir=logs)
+    instance.start()
+    try:
+        instance.wait_ready(90)
+        yield instance
+    finally:
+        codes = instance.stop()
+        cleanup(settings)
+        assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
+
+
+def submit(settings: Settings, text: str, **kwargs: object):
+    async def go():
+        async with Client(settings) as client:
+            return await client.submit_and_wait(text, timeout_s=120, **kwargs)  # type: ignore[arg-type]
+    return asyncio.run(go())
+
+
+def run_locally(tmp_path: Path, text: str) -> dict:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run", str(path), "--json", "--plugins", str(TEST_PLUGINS)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+async def step_docs(settings: Settings, job_filter: dict | None = None) -> list[dict]:
+    client = AsyncMongoClient(settings.mongo_url)
+    try:
+        return [d async for d in client[settings.db]["steps"].find(job_filter or {}, {"outputs": 0})]
+    finally:
+        await client.close()
+
+
+def test_diamond_matches_embedded_run(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = submit(cluster.settings, documents.DIAMOND)
+    assert result.status == "succeeded"
+    assert result.to_json_dict() == run_locally(tmp_path, documents.DIAMOND)
+    assert result.steps["bottom"].outputs == {"total": 118.0}
+
+
+def test_fan_out_and_in_of_200_steps(cluster: LocalCluster, tmp_path: Path) -> None:
+    text = documents.fan_out_in(200)
+    result = submit(cluster.settings, text)
+    assert result.status == "succeeded"
+    assert result.steps["gather"].outputs["total"] == sum(1 + i for i in range(200))
+    assert result.to_json_dict() == run_locally(tmp_path, text)
+
+
+def test_arrays_and_pytrees_between_steps(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = submit(cluster.settings, documents.ARRAYS)
+    assert result.status == "succeeded", result.error
+    arr = result.steps["arr"].outputs["array"]
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.shape == (40, 40)  # 6400 bytes: GridFS
+    tree = result.steps["tree"].outputs["tree"]
+    assert isinstance(tree["params"][0], tuple) and tree["params"][0][1].dtype == np.int16
+    assert isinstance(tree["meta"]["scale"], np.float64) and tree["meta"]["tags"] == ("a", "b")
+    assert tree["raw"] == b"\x00\x01bytes"
+    kinds = result.steps["described"].outputs["leaf_kinds"]
+    assert "tuple" in kinds and "ndarray:int16:(3,)" in kinds and "ndarray:float64:(5000,)" in kinds
+    assert result.to_json_dict() == run_locally(tmp_path, documents.ARRAYS)
+
+
+def test_gpu_steps_run_only_on_gpu_workers(cluster: LocalCluster) -> None:
+    result = submit(cluster.settings, documents.gpu_mix(8))
+    assert result.status == "succeeded"
+    docs = asyncio.run(step_docs(cluster.settings))
+    by_step = {d["step"]: d for d in docs if d["step"][0] in "gc" and d["step"][1:].isdigit()}
+    for name, doc in by_step.items():
+        expected = "gpu-" if name.startswith("g") else "cpu-"
+        assert doc["worker"].startswith(expected), (name, doc["worker"])
+    for i in range(8):
+        assert result.steps[f"g{i}"].outputs["label"] == {"device": "gpu", "index": i}
+
+
+def test_failing_step_fails_the_job_and_skips_dependents(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = submit(cluster.settings, documents.FAILING)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.step == "boom" and result.error.type == "RuntimeError"
+    assert "kaboom from the test" in result.error.message
+    assert result.steps["after"].status == "skipped" and result.steps["last"].status == "skipped"
+    assert result.to_json_dict() == run_locally(tmp_path, documents.FAILING)
+
+
+def test_submit_cli_prints_run_json_and_exit_codes(cluster: LocalCluster, tmp_path: Path) -> None:
+    env = {**os.environ, **cluster.settings.child_environment()}
+    good, bad, failing = tmp_path / "diamond.yaml", tmp_path / "invalid.yaml", tmp_path / "failing.yaml"
+    good.write_text(documents.DIAMOND)
+    bad.write_text(documents.INVALID)
+    failing.write_text(documents.FAILING)
+    cli = [sys.executable, "-m", "services.cli", "submit", "--plugins", str(TEST_PLUGINS)]
+    done = subprocess.run([*cli, str(good), "--wait", "--json", "-p", "x=5"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"]["top"]["outputs"] == {"value": 6}
+    done = subprocess.run([*cli, str(bad), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and f"{bad}:6:" in done.stderr and done.stdout == ""
+    done = subprocess.run([*cli, str(failing), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 1 and json.loads(done.stdout)["error"]["step"] == "boom"
+
+
+def test_planner_rejects_an_invalid_document_sent_without_the_cli(cluster: LocalCluster) -> None:
+    from shared.distributed_errors import JobRejected
+
+    with pytest.raises(JobRejected) as info:
+        submit(cluster.settings, documents.INVALID, name="remote.yaml")
+    assert any(p.startswith("remote.yaml:6:") for p in info.value.problems)
+
+
+def test_task_retries_and_timeouts_are_honoured(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = submit(cluster.settings, f"graph:\n  retried:\n    flaky: [{tmp_path}]\n")
+    assert result.status == "succeeded" and result.steps["retried"].outputs == {"value": 2.0}
+    result = submit(cluster.settings, "graph:\n  slow:\n    too_slow: [3]\n")
+    assert result.status == "failed" and result.error is not None and result.error.type == "StepTimeoutError"

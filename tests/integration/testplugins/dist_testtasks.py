@@ -1,0 +1,103 @@
+"""Test-only tasks for the distributed tests (passed with --plugins)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins import task
+
+
+@task(outputs={"value": "number"})
+def plus(x: float, k: float = 1) -> float:
+    return x + k
+
+
+@task(outputs={"total": "number"})
+def total(values: list) -> float:
+    return float(sum(values))
+
+
+@task(outputs={"label": "any"}, device="gpu")
+def device_label(index: int = 0) -> dict[str, Any]:
+    """Which kind of worker ran this step (set by the worker process)."""
+    return {"device": os.environ.get("THEODOLITE_WORKER_DEVICE", "local"), "index": index}
+
+
+@task(outputs={"label": "any"}, device="tpu")
+def tpu_label() -> str:
+    return os.environ.get("THEODOLITE_WORKER_DEVICE", "local")
+
+
+@task(outputs={"array": "any"})
+def make_array(n: int, dtype: str = "float32") -> np.ndarray:
+    return (np.arange(n * n) % 251).astype(dtype).reshape(n, n)
+
+
+@task(outputs={"tree": "any"}, device="gpu")
+def make_pytree(n: int) -> dict[str, Any]:
+    return {
+        "params": [(np.full((n, 3), 0.5, np.float32), np.arange(3, dtype=np.int16)), (np.eye(n), np.zeros(0))],
+        "meta": {"n": n, "tags": ("a", "b"), "scale": np.float64(2.5), "big": np.ones(5000, np.float64)},
+        "raw": b"\x00\x01bytes",
+    }
+
+
+@task(outputs=["array_sum", "leaf_kinds"])
+def describe_tree(tree: Any, array: Any) -> tuple[float, list[str]]:
+    kinds: list[str] = []
+    total = float(np.asarray(array, dtype=np.float64).sum())
+
+    def walk(node: Any) -> None:
+        nonlocal total
+        if isinstance(node, dict):
+            for key in sorted(node):
+                walk(node[key])
+        elif isinstance(node, (list, tuple)):
+            kinds.append(type(node).__name__)
+            for item in node:
+                walk(item)
+        elif isinstance(node, np.ndarray):
+            kinds.append(f"ndarray:{node.dtype}:{node.shape}")
+            total += float(node.astype(np.float64).sum())
+        else:
+            kinds.append(type(node).__name__)
+
+    walk(tree)
+    return total, kinds
+
+
+@task(outputs={"value": "number"})
+def logged_sleep(seconds: float, log_dir: str, name: str, x: float = 0) -> float:
+    """Sleeps, and appends ``name`` to a file per execution (to count re-runs)."""
+    time.sleep(seconds)
+    with open(Path(log_dir) / "executions.log", "a", encoding="utf-8") as handle:
+        handle.write(f"{name}\n")
+    return x + 1
+
+
+@task(outputs={"value": "number"})
+def crash_worker(x: float = 0) -> float:
+    """Kills the worker process running it (a poison step)."""
+    os._exit(17)
+
+
+@task(outputs={"value": "number"}, retries=2)
+def flaky(log_dir: str, failures: int = 2) -> float:
+    """Fails ``failures`` times (counted in a file), then succeeds: exercises ``retries``."""
+    counter = Path(log_dir) / "flaky.count"
+    seen = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(seen + 1))
+    if seen < failures:
+        raise RuntimeError(f"flaky failure {seen + 1}")
+    return float(seen)
+
+
+@task(outputs={"value": "number"}, timeout=0.5)
+def too_slow(seconds: float = 3) -> float:
+    time.sleep(seconds)
+    return seconds

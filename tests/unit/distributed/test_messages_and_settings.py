@@ -1,0 +1,106 @@
+"""Messages, settings and small pure helpers of the distributed mode (no services)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.cluster import parse_workers
+from shared.constants import Names
+from shared.distributed_errors import MessageError
+from shared.messages import JobCancel, JobSubmission, StepDispatch, StepNotice, encode, json_schemas, parse, parse_job_message
+from shared.settings import Settings, redact_url
+from shared.store.states import core_state
+from shared.planner.core import StepState
+
+
+def test_job_messages_round_trip_and_are_discriminated() -> None:
+    submission = JobSubmission(document="graph: {}", parameters={"n": 3})
+    assert parse_job_message(encode(submission), 10_000) == submission
+    cancel = JobCancel(job_id=submission.job_id)
+    assert parse_job_message(encode(cancel), 10_000) == cancel
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "invalid message"),
+    (b'{"kind": "job.submit"}', "document"),
+    (b'{"kind": "job.submit", "document": "x", "schema_version": 2}', "schema_version"),
+    (b'{"kind": "job.submit", "document": "x", "extra": 1}', "extra"),
+    (b'{"kind": "job.submit", "document": "x", "job_id": "../etc"}', "job_id"),
+])
+def test_bad_job_messages_are_refused_with_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(MessageError) as info:
+        parse_job_message(body, 10_000)
+    assert reason in info.value.reason
+
+
+def test_size_limit() -> None:
+    body = encode(StepDispatch(job_id="j", step="s", attempt=1, device="cpu"))
+    assert parse(StepDispatch, body, len(body)).step == "s"
+    with pytest.raises(MessageError, match="exceeds the limit"):
+        parse(StepDispatch, body, len(body) - 1)
+
+
+def test_notice_requires_an_outcome() -> None:
+    with pytest.raises(MessageError):
+        parse(StepNotice, b'{"job_id": "j", "step": "s", "attempt": 1, "outcome": "maybe", "worker_id": "w"}', 1000)
+
+
+def test_json_schemas_cover_every_message() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.done", "event", "event.batch"}
+    assert "document" in schemas["job.submit"]["properties"]
+    json.dumps(schemas)
+
+
+def test_settings_from_environment_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THEODOLITE_AMQP_URL", "amqp://user:s3cret@rabbit:5672/")
+    monkeypatch.setenv("THEODOLITE_MONGO_URL", "mongodb://admin:hunter2@mongo:27017")
+    monkeypatch.setenv("THEODOLITE_PREFETCH", "7")
+    settings = Settings()
+    assert settings.prefetch == 7 and settings.amqp_url.endswith("@rabbit:5672/")
+    assert "s3cret" not in repr(settings) and "hunter2" not in repr(settings)
+    assert redact_url("amqp://user:s3cret@rabbit:5672/") == "amqp://user:***@rabbit:5672/"
+    assert Settings(**{"amqp_url": "amqp://h/"}).child_environment()["THEODOLITE_AMQP_URL"] == "amqp://h/"
+
+
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THEODOLITE_LEASE_S", "-1")
+    with pytest.raises(ValueError, match="lease_s"):
+        Settings()
+
+
+def test_gpu_workers_prefetch_one_by_default() -> None:
+    settings = Settings(concurrency=4)
+    assert settings.worker_prefetch("gpu", 4) == 1 and settings.worker_prefetch("cpu", 4) == 4
+    assert Settings(prefetch=3).worker_prefetch("gpu", 4) == 3
+
+
+def test_names_are_namespaced() -> None:
+    names = Names("ns")
+    assert names.steps_queue("gpu") == "ns.steps.gpu" and names.jobs_exchange == "ns.jobs"
+
+
+def test_parse_workers() -> None:
+    assert parse_workers("cpu=2, gpu=1") == {"cpu": 2, "gpu": 1}
+    with pytest.raises(ValueError):
+        parse_workers("cpu")
+
+
+def test_waiting_is_queued_to_the_core() -> None:
+    assert core_state("waiting") is StepState.QUEUED and core_state("running") is StepState.RUNNING
+
+
+def test_gpu_worker_start_up_without_jax(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from services.worker import prepare_device_environment
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax -> ImportError
+    assert "jax not installed" in prepare_device_environment("gpu")
+    import os
+
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert prepare_device_environment("cpu") == "device cpu"
