@@ -6,8 +6,10 @@ Loops (all on one event loop; the cores are only touched here):
   (in a thread, so notices keep flowing), stored with its steps, started; a cancel
   cancels. A job the store already has (a redelivered submission) is resumed instead.
 * **notices**: completion notices are drained in batches; each batch is applied to the
-  cores, then newly ready steps are marked queued in one write per job, published
-  together with confirms, and the notices acked together.
+  cores, newly ready steps are published together with confirms, and the notices acked
+  together. The planner's own state writes (steps queued, skipped; jobs running, finished)
+  go through one ordered background writer, off the critical path: a worker's writes do not
+  depend on them (see shared/store/mongo.py), and a restart recomputes anything lost.
 * **dead letters**: a dead-lettered step fails with the reason; anything else is recorded.
 * **housekeeping** (every ``tick_s``): unroutable steps are re-published once their device
   queue exists; steps whose device has no consumer are shown as ``waiting``; expired leases
@@ -60,6 +62,85 @@ from shared.transport.settle import Reject, settle
 
 log = logging.getLogger("theodolite.planner")
 NOTICE_BATCH = 2000
+WRITE_PAUSE_S = 0.02
+
+
+class StateWriter:
+    """Runs the planner's MongoDB writes in order, in the background, coalesced.
+
+    Publishing never waits for these writes. Order is kept (a job's steps are stored before
+    they are marked queued, skipped steps before the job is finished); consecutive step
+    marks of one kind for one job become one write, and rounds are at least ``pause_s``
+    apart so a fast chain costs a few writes a second, not one per hop. :meth:`flush`
+    waits for everything enqueued so far (drain, tests).
+    """
+
+    def __init__(self, store: Store, *, pause_s: float = WRITE_PAUSE_S) -> None:
+        self.store = store
+        self.pause_s = pause_s
+        self._items: list[tuple[Any, ...]] = []
+        self._wake = asyncio.Event()
+
+    def submit(self, make_write: Any) -> asyncio.Future[None]:
+        """Enqueue ``make_write`` (a no-argument coroutine function)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._items.append(("call", make_write, done))
+        self._wake.set()
+        return done
+
+    def steps(self, mark: str, job_id: str, names: Sequence[str]) -> None:
+        """Enqueue a state mark of steps: queued, skipped, cancelled, waiting or unwaiting."""
+        if names:
+            self._items.append(("steps", mark, job_id, list(names)))
+            self._wake.set()
+
+    async def flush(self) -> None:
+        await self.submit(_nothing)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            items, self._items = self._items, []
+            for item in _coalesce(items):
+                await self._apply(item)
+            await asyncio.sleep(self.pause_s)
+
+    async def _apply(self, item: tuple[Any, ...]) -> None:
+        try:
+            if item[0] == "steps":
+                _, mark, job_id, names = item
+                if mark == "queued":
+                    await self.store.mark_queued(job_id, names)
+                elif mark in ("waiting", "unwaiting"):
+                    await self.store.set_waiting(job_id, names, mark == "waiting")
+                else:
+                    await self.store.mark_not_started(job_id, names, mark)
+            else:
+                await item[1]()
+        except Exception as error:  # noqa: BLE001 - logged; a restart recomputes state from results
+            log.exception("planner state write failed")
+            if item[0] == "call" and not item[2].done():
+                item[2].set_exception(error)
+                item[2].exception()  # retrieved: nobody has to await a background write
+            return
+        if item[0] == "call" and not item[2].done():
+            item[2].set_result(None)
+
+
+def _coalesce(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    merged: list[tuple[Any, ...]] = []
+    for item in items:
+        last = merged[-1] if merged else None
+        if item[0] == "steps" and last is not None and last[0] == "steps" and last[1:3] == item[1:3]:
+            last[3].extend(item[3])
+        else:
+            merged.append(item if item[0] != "steps" else ("steps", item[1], item[2], list(item[3])))
+    return merged
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -89,6 +170,7 @@ class Planner:
         self._reconciled_at = time.time()
         self._lease_scan_at = 0.0
         self._background: set[asyncio.Future[None]] = set()
+        self.writes = StateWriter(self.store)
 
     # lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,6 +185,7 @@ class Planner:
             await self.broker.consume(notices_channel, names.notices_queue, self._notices.put)
             await self.broker.consume(jobs_channel, names.jobs_queue, self._jobs.put)
             await self.broker.consume(dead_channel, names.dead_queue, self._on_dead_letter)
+            writer = asyncio.create_task(self.writes.run(), name="planner-writes")
             loops = [
                 asyncio.create_task(self._job_loop(), name="planner-jobs"),
                 asyncio.create_task(self._notice_loop(), name="planner-notices"),
@@ -120,6 +203,9 @@ class Planner:
             log.info("planner draining")
             await self.broker.stop_consuming()
             await self._drain()
+            await self.writes.flush()
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
             if self._background:
                 await asyncio.gather(*self._background, return_exceptions=True)
             for task in [*loops, lost, stopped]:
@@ -176,12 +262,17 @@ class Planner:
             return
         await self.store.insert_job(job_id, document, values, name=submission.document_name,
                                     fail_fast=submission.fail_fast, submitted_at=submission.submitted_at)
-        await self.store.insert_steps(job_id, document)
         job = self._new_active(job_id, document, submission.fail_fast)
         ready = job.core.start()
-        await self.store.mark_queued(job_id, ready)
-        await self.store.set_job_state(job_id, ["pending"], "running", started_at=time.time(), planner=self.planner_id)
-        await self._job_event(job_id, "running", {"steps": len(document.steps)})
+        started_at = time.time()
+
+        async def store_steps() -> None:
+            await self.store.insert_steps(job_id, document)
+            await self.store.mark_queued(job_id, ready)
+            await self.store.set_job_state(job_id, ["pending"], "running", started_at=started_at, planner=self.planner_id)
+            await self._job_event(job_id, "running", {"steps": len(document.steps)})
+
+        self.writes.submit(store_steps)
         await self._dispatch(job, ready)
 
     def _new_active(self, job_id: str, document: JobDocument, fail_fast: bool) -> ActiveJob:
@@ -295,11 +386,12 @@ class Planner:
                     error = notice.error
                     job.first_error = {"step": notice.step, "type": error.type if error else "Error", "message": error.message if error else ""}
                 skipped[job.job_id] += job.core.failed(notice.step)
-        await asyncio.gather(*(self.store.mark_queued(j, names) for j, names in ready.items() if names),
-                             *(self.store.mark_not_started(j, names, "skipped") for j, names in skipped.items() if names))
-        for job_id, names in skipped.items():
-            events[job_id] += [Event(type="step.skipped", job_id=job_id, step=n, state="skipped") for n in names]
+        for job_id, names in ready.items():
+            self.writes.steps("queued", job_id, names)  # enqueued first: the writer keeps order
         await asyncio.gather(*(self._dispatch(touched[j], names) for j, names in ready.items()))
+        for job_id, names in skipped.items():
+            self.writes.steps("skipped", job_id, names)
+            events[job_id] += [Event(type="step.skipped", job_id=job_id, step=n, state="skipped") for n in names]
         for job_id, job_events in events.items():
             await self._step_events(job_id, job_events)
         for job in touched.values():
@@ -307,11 +399,17 @@ class Planner:
                 await self._finish_job(job)
 
     async def _finish_job(self, job: ActiveJob) -> None:
+        """Finish after every earlier state write of the job (skipped steps, queued marks)."""
         state = job.core.job_state.value
-        await self.store.set_job_state(job.job_id, ["pending", "running"], state, finished_at=time.time(), error=job.first_error)
         self.active.pop(job.job_id, None)
-        await self._job_event(job.job_id, state, {"error": job.first_error} if job.first_error else {})
-        log.info("job %s %s", job.job_id, state)
+        finished_at, error = time.time(), job.first_error
+
+        async def finish() -> None:
+            await self.store.set_job_state(job.job_id, ["pending", "running"], state, finished_at=finished_at, error=error)
+            await self._job_event(job.job_id, state, {"error": error} if error else {})
+            log.info("job %s %s", job.job_id, state)
+
+        self.writes.submit(finish)
 
     # dispatch -----------------------------------------------------------------------------
     async def _dispatch(self, job: ActiveJob, names: Sequence[str]) -> None:
@@ -340,7 +438,7 @@ class Planner:
         if not new:
             return
         job.waiting.update(new)
-        await self.store.set_waiting(job.job_id, new, True)
+        self.writes.steps("waiting", job.job_id, new)
         by_device: dict[str, list[str]] = defaultdict(list)
         for name in new:
             by_device[job.devices[name]].append(name)
@@ -391,7 +489,7 @@ class Planner:
                 back = [n for j, n in items if j is job and n in job.waiting and n not in job.unrouted]
                 if back:
                     job.waiting.difference_update(back)
-                    await self.store.set_waiting(job.job_id, back, False)
+                    self.writes.steps("unwaiting", job.job_id, back)
 
     async def _requeue_expired(self, now: float) -> None:
         if not self.active:

@@ -2,17 +2,21 @@
 
 Per delivery (see docs/distributed.md, "Delivery semantics"):
 
-1. **claim** the step in MongoDB (queued -> running for this attempt, with a lease); a
-   claim that fails means a duplicate, a skipped step or an older attempt: ack and drop
-   (re-sending the completion notice if the step had finished but its notice may be lost);
-2. read the job (cached per job) and upstream outputs, run the task in a thread pool —
-   never on the event loop, so AMQP heartbeats and lease renewals keep flowing;
-3. write the outcome with a compare-and-set on (state running, attempt) — one result;
-4. publish the completion notice (confirmed), then ack the delivery.
+1. read the job (cached per job) and upstream outputs (cached when this worker produced
+   them), run the task in a thread pool — never on the event loop, so AMQP heartbeats and
+   lease renewals keep flowing;
+2. write the outcome with an upserting compare-and-set (unfinished at an attempt no newer
+   than ours) — one result; outcomes finishing together are written in one round trip;
+3. publish the completion notice (confirmed), then ack the delivery.
 
-A step still running after ``ack_deadline_s`` is acked early (before RabbitMQ's
-``consumer_timeout`` would close the channel); from then on only the lease, renewed every
-``lease_s / 3``, keeps it: if the worker dies, the planner re-queues it when the lease expires.
+A redelivered message (its previous holder lost its channel) first *claims* the step
+(running, with a lease): a claim that fails means the step finished or moved to a newer
+attempt, so the delivery is dropped (re-sending the notice if it finished under this
+attempt). Any step still running after ``claim_after_s`` is claimed the same way, so long
+steps show as running in MongoDB and hold a lease; one still running after
+``ack_deadline_s`` is acked early (before RabbitMQ's ``consumer_timeout`` would close the
+channel) and from then on only the lease, renewed every ``lease_s / 3``, keeps it: if the
+worker dies, the planner re-queues it when the lease expires.
 """
 
 from __future__ import annotations
@@ -36,18 +40,21 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared import codec
 from shared.constants import NOTICE_KEY, step_event_key
 from shared.distributed_errors import MessageError
-from shared.execution.invoke import invoke
+from shared.execution.invoke import invoke, referenced_steps
 from shared.execution.timeouts import call_with_timeout
 from shared.messages import Event, EventBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
-from shared.store import JobRecord, Store
+from shared.store import Finish, JobRecord, Store
 from shared.transport import Broker, Outgoing, declare_device_queue
 from shared.transport.settle import HandBack, Reject, settle
 
 log = logging.getLogger("theodolite.worker")
 JOB_CACHE_SIZE = 64
+OUTPUT_CACHE_SIZE = 256
+CACHEABLE_OUTPUT_BYTES = 1024 * 1024
+RESULT_BATCH = 256
 EVENT_FLUSH_S = 0.05
 WORKER_ID_ENV = "THEODOLITE_WORKER_ID"
 WORKER_DEVICE_ENV = "THEODOLITE_WORKER_DEVICE"
@@ -80,6 +87,8 @@ class Outcome:
     outputs: codec.Encoded | None = None
     error: dict[str, Any] | None = None
     duration_s: float = 0.0
+    values: dict[str, Any] | None = None
+    """The decoded outputs, kept for this worker's own downstream steps when small."""
 
 
 @dataclass
@@ -87,8 +96,42 @@ class InFlight:
     dispatch: StepDispatch
     message: AbstractIncomingMessage
     acked: bool = False
-    deadline: asyncio.TimerHandle | None = None
+    claimed: bool = False
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
     started_s: float = field(default_factory=time.monotonic)
+
+
+class ResultWriter:
+    """Writes step outcomes to MongoDB, many per round trip when they finish together.
+
+    A lone outcome (a chain) is written at once; while a write is in flight, the next
+    outcomes accumulate and go together in the following one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[tuple[Finish, asyncio.Future[bool]]] = asyncio.Queue()
+
+    async def write(self, finish: Finish) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._queue.put((finish, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < RESULT_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                recorded = await self.store.finish_many([finish for finish, _ in batch])
+            except Exception as error:  # noqa: BLE001 - each waiting step sees the failure
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), ok in zip(batch, recorded):
+                if not future.done():
+                    future.set_result(ok)
 
 
 class Worker:
@@ -106,6 +149,10 @@ class Worker:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._inflight: dict[tuple[str, str, int], InFlight] = {}
         self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
+        self._outputs: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._finished: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        """Steps this worker finished recently: a duplicate delivery of one is not run again."""
+        self._writer = ResultWriter(self.store)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"theodolite-{device}")
         self._background: set[asyncio.Task[Any]] = set()
         self._running_events: list[Event] = []
@@ -119,9 +166,12 @@ class Worker:
             async with self.store, self.broker:
                 channel = await self.broker.channel(prefetch=self.prefetch)
                 queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
-                runners = [asyncio.create_task(self._run_loop(), name=f"worker-slot-{i}") for i in range(self.concurrency)]
+                # One handler per delivery we may hold; the thread pool bounds execution to
+                # ``concurrency``, so result writes and notices overlap with running steps.
+                runners = [asyncio.create_task(self._run_loop(), name=f"worker-handler-{i}") for i in range(max(self.prefetch, self.concurrency))]
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
                 events = asyncio.create_task(self._event_loop(), name="worker-events")
+                writer = asyncio.create_task(self._writer.run(), name="worker-results")
                 await self.broker.consume(channel, queue.name, self._inbox.put)
                 log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id, queue.name, self.concurrency, self.prefetch)
                 lost = asyncio.create_task(self.broker.lost.wait())
@@ -130,9 +180,9 @@ class Worker:
                 if lost.done() and not stopped.done():
                     raise ConnectionError("lost the RabbitMQ connection")
                 await self._drain(runners)
-                for task in (lost, stopped, heartbeat, events):
+                for task in (lost, stopped, heartbeat, events, writer):
                     task.cancel()
-                await asyncio.gather(lost, stopped, heartbeat, events, return_exceptions=True)
+                await asyncio.gather(lost, stopped, heartbeat, events, writer, return_exceptions=True)
                 await self._flush_events()
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
@@ -176,45 +226,80 @@ class Worker:
                 raise Reject(problem.reason) from None
             if dispatch.device != self.device:
                 raise Reject(f"step for device {dispatch.device!r} delivered to a {self.device!r} worker")
-            claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id,
-                                             take_over=bool(message.redelivered))
-            if not claimed:
+            inflight = InFlight(dispatch, message)
+            key = (dispatch.job_id, dispatch.step, dispatch.attempt)
+            if key in self._finished or key in self._inflight:
                 await self._not_claimed(dispatch)
                 await message.ack()
                 return
-            key = (dispatch.job_id, dispatch.step, dispatch.attempt)
-            inflight = InFlight(dispatch, message)
+            if message.redelivered:
+                if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=True):
+                    await self._not_claimed(dispatch)
+                    await message.ack()
+                    return
+                inflight.claimed = True
             self._inflight[key] = inflight
-            inflight.deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, inflight)
+            loop = asyncio.get_running_loop()
+            inflight.timers = [
+                loop.call_later(self.settings.claim_after_s, self._spawn_claim, inflight),
+                loop.call_later(self.settings.ack_deadline_s, self._ack_early, inflight),
+            ]
             self._running_events.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
                                               attempt=dispatch.attempt, worker_id=self.worker_id))
             try:
                 outcome = await self._execute(dispatch)
-                recorded = await asyncio.shield(self.store.finish(
+                recorded = await asyncio.shield(self._writer.write(Finish(
                     dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
                     outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
-                ))
+                )))
                 if recorded:
+                    self._remember_outputs(dispatch, outcome)
                     await asyncio.shield(self._publish_notice(dispatch, outcome))
                     self.completed += 1
                 else:
                     log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
                              dispatch.step, dispatch.job_id, dispatch.attempt)
+                    await self._not_claimed(dispatch)
             finally:
-                if inflight.deadline is not None:
-                    inflight.deadline.cancel()
+                for timer in inflight.timers:
+                    timer.cancel()
                 self._inflight.pop(key, None)
+                self._finished[key] = None
+                while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
+                    self._finished.popitem(last=False)
             if not inflight.acked and not message.processed:
                 await message.ack()
+
+    def _spawn_claim(self, inflight: InFlight) -> None:
+        self._spawn(self._claim(inflight))
+
+    async def _claim(self, inflight: InFlight) -> bool:
+        """Record a long-running step as running, with a lease (idempotent)."""
+        if not inflight.claimed:
+            dispatch = inflight.dispatch
+            inflight.claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False)
+        return inflight.claimed
 
     def _ack_early(self, inflight: InFlight) -> None:
         """The ack deadline passed: ack now (consumer_timeout); the lease keeps the claim."""
         if inflight.acked or inflight.message.processed:
             return
+        self._spawn(self._ack_claimed(inflight))
+
+    async def _ack_claimed(self, inflight: InFlight) -> None:
+        if not await self._claim(inflight):
+            return  # finished elsewhere or superseded: our final write will be discarded
         inflight.acked = True
         log.info("step %s of job %s runs past the ack deadline: acknowledged early, kept by its lease",
                  inflight.dispatch.step, inflight.dispatch.job_id)
-        self._spawn(inflight.message.ack())
+        await inflight.message.ack()
+
+    def _remember_outputs(self, dispatch: StepDispatch, outcome: Outcome) -> None:
+        if outcome.values is None:
+            return
+        self._outputs[(dispatch.job_id, dispatch.step)] = outcome.values
+        while len(self._outputs) > OUTPUT_CACHE_SIZE:
+            self._outputs.popitem(last=False)
 
     async def _not_claimed(self, dispatch: StepDispatch) -> None:
         """A duplicate delivery. If its step finished under this attempt, the notice may have
@@ -234,7 +319,12 @@ class Worker:
                 raise LookupError(f"job {dispatch.job_id} is not in the store")
             step = job.document.steps[dispatch.step]
             binding = job.document.tasks[step.task]
-            upstream = await self.store.upstream_outputs(dispatch.job_id, step.dependencies)
+            needed = referenced_steps(step, step.dependencies)
+            upstream = {name: self._outputs[(dispatch.job_id, name)] for name in needed
+                        if (dispatch.job_id, name) in self._outputs}
+            missing = [name for name in needed if name not in upstream]
+            if missing:
+                upstream.update(await self.store.upstream_outputs(dispatch.job_id, missing))
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch.step, upstream)
         except Exception as error:  # noqa: BLE001 - reading inputs failed: the step fails
@@ -255,7 +345,9 @@ class Worker:
             try:
                 call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)  # noqa: E731
                 outputs = call() if binding.timeout_s is None else call_with_timeout(name, binding.timeout_s, call)
-                return Outcome(outputs=codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes))
+                encoded = codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes)
+                small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
+                return Outcome(outputs=encoded, values=outputs if small else None)
             except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
                 failure = error
         return Outcome(error=_error_dict(failure))
@@ -305,9 +397,10 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
-            if self._inflight:
+            claimed = [key for key, inflight in self._inflight.items() if inflight.claimed]
+            if claimed:
                 try:
-                    await self.store.renew_leases(list(self._inflight), self.worker_id)
+                    await self.store.renew_leases(claimed, self.worker_id)
                 except Exception:  # noqa: BLE001 - next beat retries; the lease has slack
                     log.exception("renewing leases failed")
 

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "THEODOLITE_"
+PREFETCH_PER_SLOT = 4
 
 
 def redact_url(url: str) -> str:
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     """Steps a worker runs at once (threads)."""
     prefetch: int | None = Field(default=None, ge=1)
-    """Unacknowledged deliveries per worker consumer; default = concurrency (1 on gpu workers)."""
+    """Unacknowledged deliveries per worker consumer; default 4 x concurrency (1 on gpu workers)."""
     planner_prefetch: int = Field(default=2000, ge=1)
     gridfs_threshold_bytes: int = Field(default=1024 * 1024, ge=0)
     """Arrays and byte strings larger than this are stored in GridFS."""
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     lease_s: float = Field(default=30.0, gt=0)
     """A running step's claim in MongoDB; renewed every lease_s/3, re-queued by the planner when expired."""
+    claim_after_s: float = Field(default=2.0, ge=0)
+    """A step still running after this is claimed in MongoDB (state running, a lease); shorter
+    steps go from queued straight to their final state there (their events still say running)."""
     ack_deadline_s: float = Field(default=1500.0, gt=0)
     """A delivery still running after this is acknowledged early (below RabbitMQ's consumer_timeout)."""
     delivery_limit: int = Field(default=5, ge=1)
@@ -74,9 +78,12 @@ class Settings(BaseSettings):
             yield key, redact_url(value) if key in ("amqp_url", "mongo_url") else value
 
     def worker_prefetch(self, device: str, concurrency: int) -> int:
+        """Deliveries a worker holds: 1 on gpu workers (a busy GPU must not hoard steps),
+        else four per execution slot, like Celery's prefetch multiplier, so that writing
+        results and notices overlaps with running the next steps."""
         if self.prefetch is not None:
             return self.prefetch
-        return 1 if device == "gpu" else concurrency
+        return 1 if device == "gpu" else PREFETCH_PER_SLOT * concurrency
 
     def child_environment(self) -> dict[str, str]:
         """The settings as environment variables, for child processes (``up``, tests)."""

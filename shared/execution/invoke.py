@@ -8,11 +8,11 @@ unpacks an iterable (a count mismatch is logged, a non-iterable is an error).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shared.document.model import Step
-from shared.document.references import resolve
+from shared.document.references import iter_references, resolve, split_reference
 from shared.errors import StepOutputError
 from shared.plugin_api import OutputSpec
 
@@ -25,6 +25,18 @@ def resolve_arguments(
     args = [resolve(value, parameters, outputs) for value in step.args]
     kwargs = {key: resolve(value, parameters, outputs) for key, value in step.kwargs.items()}
     return args, kwargs
+
+
+def referenced_steps(step: Step, candidates: Sequence[str]) -> list[str]:
+    """The upstream steps whose outputs ``step``'s arguments use (not order-only dependencies)."""
+    wanted = set(candidates)
+    found: dict[str, None] = {}
+    for value in (*step.args, *step.kwargs.values()):
+        for reference, _ in iter_references(value, ()):
+            name = split_reference(reference)[0]
+            if name in wanted:
+                found[name] = None
+    return list(found)
 
 
 def name_outputs(step_name: str, spec: OutputSpec, value: Any) -> dict[str, Any]:

@@ -6,9 +6,13 @@ Layout (database ``THEODOLITE_DB``):
   (zlib-compressed JSON), parameters, step names in document order, first error.
 * ``steps``: one document per step (``_id`` = ``job:step``, unique ``(job, step)``):
   state, attempt, device, worker, lease, error, and — once succeeded — its encoded outputs.
-  A worker's final write matches ``state: running`` *and* its ``attempt``: a redelivered
-  step finds the step finished and records nothing; a late duplicate of an older attempt
-  matches nothing and cannot overwrite the newer one.
+  The planner writes pending/queued/skipped states *after* publishing (off the critical
+  path), so a worker's writes are upserts that accept a step not yet marked queued (or not
+  yet inserted). A worker's final write is a compare-and-set: the step must be unfinished
+  at an attempt no newer than the worker's (or running under the worker's own attempt).
+  A redelivered step finds the step finished and records nothing; a late duplicate of an
+  older attempt matches nothing and cannot overwrite the newer one (the upsert then hits
+  the unique ``_id`` and is reported as not recorded).
 * ``events``: job-level events and rejected or dead-lettered messages, for people.
 * GridFS bucket ``values``: arrays and byte strings above the threshold.
 """
@@ -34,7 +38,7 @@ from shared.constants import EVENTS, GRIDFS_BUCKET, JOBS, STEPS
 from shared.distributed_errors import CodecError, StoreError
 from shared.document.model import JobDocument
 from shared.settings import Settings, redact_url
-from shared.store.states import ACTIVE_JOB_STATES, CLAIMABLE_STATES, FINAL_STEP_STATES, NOT_STARTED_STATES
+from shared.store.states import ACTIVE_JOB_STATES, FINAL_STEP_STATES, NOT_STARTED_STATES
 
 DUPLICATE_KEY = 11000
 SPILLED = "outputs-blob"
@@ -53,6 +57,31 @@ class JobRecord:
     step_names: list[str]
     fail_fast: bool
     error: dict[str, Any] | None
+
+
+@dataclass
+class Finish:
+    """One step's final write (see :meth:`Store.finish_many`)."""
+
+    job_id: str
+    step: str
+    attempt: int
+    worker_id: str
+    succeeded: bool
+    outputs: codec.Encoded | None = None
+    error: Mapping[str, Any] | None = None
+    duration_s: float = 0.0
+
+
+def _unfinished_at(attempt: int, *, running: bool = True) -> dict[str, Any]:
+    """Filter: a step not finished, at an attempt no newer than ``attempt``.
+
+    With ``running``, a step some worker is running counts as unfinished too (its final
+    write may come from another holder of the same or an older claim: the first final
+    write wins). Written without ``$or``, which some servers answer by a full scan.
+    """
+    states = [*NOT_STARTED_STATES, "running"] if running else list(NOT_STARTED_STATES)
+    return {"state": {"$in": states}, "attempt": {"$lte": attempt}}
 
 
 @dataclass(frozen=True)
@@ -253,16 +282,20 @@ class Store:
 
     # steps: worker side -------------------------------------------------------------------
     async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool) -> bool:
-        """Queued -> running for this attempt, with a lease. ``take_over`` (a redelivered
-        message: its previous holder lost its channel) also takes a running claim."""
-        states = [*CLAIMABLE_STATES, "running"] if take_over else list(CLAIMABLE_STATES)
+        """Not started -> running for this attempt, with a lease. ``take_over`` (a redelivered
+        message: its previous holder lost its channel) also takes a running claim of this
+        attempt. Upserts: the planner may not have stored the step yet."""
         now = time.time()
-        found = await self.db[STEPS].find_one_and_update(
-            {"_id": step_id(job_id, step), "attempt": attempt, "state": {"$in": states}},
-            {"$set": {"state": "running", "worker": worker_id, "started_at": now, "lease_until": now + self.settings.lease_s}},
-            projection={"_id": 1},
-        )
-        return found is not None
+        try:
+            result = await self.db[STEPS].update_one(
+                {"_id": step_id(job_id, step), **_unfinished_at(attempt, running=take_over)},
+                {"$set": {"job": job_id, "step": step, "state": "running", "attempt": attempt, "worker": worker_id,
+                          "started_at": now, "lease_until": now + self.settings.lease_s}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return result.matched_count == 1 or result.upserted_id is not None
 
     async def step_doc(self, job_id: str, step: str) -> dict[str, Any] | None:
         return await self.db[STEPS].find_one({"_id": step_id(job_id, step)}, {"outputs": 0})
@@ -281,28 +314,54 @@ class Store:
         self, job_id: str, step: str, attempt: int, worker_id: str, *, succeeded: bool,
         outputs: codec.Encoded | None, error: Mapping[str, Any] | None, duration_s: float,
     ) -> bool:
-        """The step's final write; True only for the one write that moved it out of running."""
-        fields: dict[str, Any] = {
-            "state": "succeeded" if succeeded else "failed", "worker": worker_id, "finished_at": time.time(),
-            "duration_s": duration_s, "lease_until": None,
-        }
-        blob_ids: list[ObjectId] = []
-        if outputs is not None:
-            blob_ids = await self.upload(outputs.blobs)
-            tree = outputs.tree
-            if outputs.inline_bytes > self.settings.max_inline_outputs_bytes:
-                spilled = await self._spill(tree)
-                blob_ids.append(spilled["file"])
-                tree = spilled
-            fields["outputs"] = tree
-        if error is not None:
-            fields["error"] = dict(error)
-        found = await self.db[STEPS].find_one_and_update(
-            {"_id": step_id(job_id, step), "attempt": attempt, "state": "running"}, {"$set": fields}, projection={"_id": 1},
-        )
-        if found is None and blob_ids:
-            await self.delete_files(blob_ids)
-        return found is not None
+        """The step's final write; True only for the one write that finished it."""
+        (recorded,) = await self.finish_many([Finish(job_id, step, attempt, worker_id, succeeded, outputs, error, duration_s)])
+        return recorded
+
+    async def finish_many(self, finishes: Sequence[Finish]) -> list[bool]:
+        """Final writes of many steps in one round trip; for each, whether it was recorded.
+
+        Each write is an upserting compare-and-set (see the module docstring); a write that
+        finds the step finished or at a newer attempt fails on the unique ``_id`` and is not
+        recorded (its GridFS values are deleted again).
+        """
+        now = time.time()
+        ops: list[UpdateOne] = []
+        blobs: list[list[ObjectId]] = []
+        for item in finishes:
+            fields: dict[str, Any] = {
+                "job": item.job_id, "step": item.step, "attempt": item.attempt,
+                "state": "succeeded" if item.succeeded else "failed", "worker": item.worker_id,
+                "finished_at": now, "duration_s": item.duration_s, "lease_until": None,
+            }
+            ids: list[ObjectId] = []
+            if item.outputs is not None:
+                ids = await self.upload(item.outputs.blobs)
+                tree = item.outputs.tree
+                if item.outputs.inline_bytes > self.settings.max_inline_outputs_bytes:
+                    spilled = await self._spill(tree)
+                    ids.append(spilled["file"])
+                    tree = spilled
+                fields["outputs"] = tree
+            if item.error is not None:
+                fields["error"] = dict(item.error)
+            blobs.append(ids)
+            ops.append(UpdateOne({"_id": step_id(item.job_id, item.step), **_unfinished_at(item.attempt)},
+                                 {"$set": fields}, upsert=True))
+        recorded = [True] * len(ops)
+        if not ops:
+            return []
+        try:
+            await self.db[STEPS].bulk_write(ops, ordered=False)
+        except BulkWriteError as error:
+            for problem in error.details.get("writeErrors", []):
+                if problem.get("code") != DUPLICATE_KEY:
+                    raise StoreError(f"recording step results failed: {problem.get('errmsg')}") from error
+                recorded[int(problem["index"])] = False
+        for ok, ids in zip(recorded, blobs):
+            if not ok and ids:
+                await self.delete_files(ids)
+        return recorded
 
     async def upstream_outputs(self, job_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Decoded outputs of finished upstream steps (GridFS values fetched)."""

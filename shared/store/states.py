@@ -21,7 +21,6 @@ class StoredStepState(str, Enum):
 
 FINAL_STEP_STATES = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 NOT_STARTED_STATES = ("pending", "queued", "waiting")
-CLAIMABLE_STATES = ("queued", "waiting")
 ACTIVE_JOB_STATES = (JobState.PENDING.value, JobState.RUNNING.value)
 FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value})
 

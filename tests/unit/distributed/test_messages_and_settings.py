@@ -73,7 +73,7 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_gpu_workers_prefetch_one_by_default() -> None:
     settings = Settings(concurrency=4)
-    assert settings.worker_prefetch("gpu", 4) == 1 and settings.worker_prefetch("cpu", 4) == 4
+    assert settings.worker_prefetch("gpu", 4) == 1 and settings.worker_prefetch("cpu", 4) == 16
     assert Settings(prefetch=3).worker_prefetch("gpu", 4) == 3
 
 
