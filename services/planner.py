@@ -47,11 +47,14 @@ from shared.messages import (
     EventBatch,
     JobCancel,
     JobSubmission,
+    StepBatch,
     StepDispatch,
     StepNotice,
+    StepRef,
     encode,
-    parse,
+    parse_dispatches,
     parse_job_message,
+    parse_notices,
 )
 from shared.planner.core import FINISHED_STEP_STATES, PlannerCore, StepState
 from shared.settings import Settings
@@ -62,6 +65,8 @@ from shared.transport.settle import Reject, settle
 
 log = logging.getLogger("theodolite.planner")
 NOTICE_BATCH = 2000
+MAX_BATCH = 64
+MIN_MESSAGES = 32
 WRITE_PAUSE_S = 0.02
 
 
@@ -354,7 +359,7 @@ class Planner:
         good: list[AbstractIncomingMessage] = []
         for message in batch:
             try:
-                notices.append(parse(StepNotice, message.body, self.settings.max_message_bytes))
+                notices.extend(parse_notices(message.body, self.settings.max_message_bytes))
                 good.append(message)
             except MessageError as problem:
                 await self._record_rejection(message, problem.reason)
@@ -417,21 +422,30 @@ class Planner:
         names = [n for n in names if job.core.state(n) is StepState.QUEUED]
         if not names:
             return
-        outgoing = []
         for name in names:
-            attempt = job.attempts.get(name) or 1
-            job.attempts[name] = attempt
-            body = encode(StepDispatch(job_id=job.job_id, step=name, attempt=attempt, device=job.devices[name]))
-            outgoing.append(Outgoing(self.broker.names.steps_exchange, job.devices[name], body, "step.dispatch",
-                                     message_id=f"{job.job_id}:{name}:{attempt}"))
+            job.attempts[name] = job.attempts.get(name) or 1
+        chunks = list(_batches(job, names))
+        outgoing = [self._step_message(job, chunk) for chunk in chunks]
         routed = await self.broker.publish_many(outgoing)
-        queued = [n for n, ok in zip(names, routed) if ok]
-        returned = [n for n, ok in zip(names, routed) if not ok]
+        queued = [n for chunk, ok in zip(chunks, routed) if ok for n in chunk]
+        returned = [n for chunk, ok in zip(chunks, routed) if not ok for n in chunk]
         job.unrouted.difference_update(queued)
         await self._step_events(job.job_id, [Event(type="step.queued", job_id=job.job_id, step=n, state="queued", attempt=job.attempts[n]) for n in queued])
         if returned:
             job.unrouted.update(returned)
             await self._mark_waiting(job, returned, reason="no queue exists for this device: no worker of this type has ever started")
+
+    def _step_message(self, job: ActiveJob, chunk: list[str]) -> Outgoing:
+        device = job.devices[chunk[0]]
+        if len(chunk) == 1:
+            name = chunk[0]
+            attempt = job.attempts[name]
+            body = encode(StepDispatch(job_id=job.job_id, step=name, attempt=attempt, device=device))
+            return Outgoing(self.broker.names.steps_exchange, device, body, "step.dispatch", message_id=f"{job.job_id}:{name}:{attempt}")
+        steps = [StepRef(step=n, attempt=job.attempts[n]) for n in chunk]
+        body = encode(StepBatch(job_id=job.job_id, device=device, steps=steps))
+        return Outgoing(self.broker.names.steps_exchange, device, body, "step.batch",
+                        message_id=f"{job.job_id}:{chunk[0]}:{steps[0].attempt}+{len(chunk)}")
 
     async def _mark_waiting(self, job: ActiveJob, names: Sequence[str], *, reason: str) -> None:
         new = [n for n in names if n not in job.waiting and job.core.state(n) is StepState.QUEUED]
@@ -529,27 +543,28 @@ class Planner:
         async with settle(message):
             kind = str((message.headers or {}).get(HEADER_KIND, ""))
             reason = _death_reason(message)
-            dispatch: StepDispatch | None = None
-            if kind == "step.dispatch":
+            dispatches: list[StepDispatch] = []
+            if kind in ("step.dispatch", "step.batch"):
                 try:
-                    dispatch = parse(StepDispatch, message.body, self.settings.max_message_bytes)
+                    dispatches = parse_dispatches(message.body, self.settings.max_message_bytes)
                 except MessageError:
-                    dispatch = None
-            if dispatch is None:
+                    dispatches = []
+            if not dispatches:
                 await self.store.record_events([{"type": "message.dead_lettered", "kind": kind or None, "reason": reason,
                                                  "body": message.body[:500].decode("utf-8", "replace"), "at": time.time()}])
                 await self._publish_event(Event(type="message.dead_lettered", detail={"kind": kind, "reason": reason}), "message.dead_lettered")
                 return
             error = {"type": "DeadLettered", "message": f"the step's message was dead-lettered ({reason}): "
                      "its workers crashed or refused it too many times"}
-            job = self.active.get(dispatch.job_id)
-            if job is None or job.attempts.get(dispatch.step, dispatch.attempt) != dispatch.attempt:
-                return
-            if await self.store.fail_step(dispatch.job_id, dispatch.step, error):
-                await self.store.record_events([{"type": "step.dead_lettered", "job_id": dispatch.job_id, "step": dispatch.step,
-                                                 "reason": reason, "at": time.time()}])
-                await self.apply_notices([StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
-                                                     outcome="failed", worker_id="dead-letter", error=error)])
+            for dispatch in dispatches:
+                job = self.active.get(dispatch.job_id)
+                if job is None or job.attempts.get(dispatch.step, dispatch.attempt) != dispatch.attempt:
+                    continue
+                if await self.store.fail_step(dispatch.job_id, dispatch.step, error):
+                    await self.store.record_events([{"type": "step.dead_lettered", "job_id": dispatch.job_id, "step": dispatch.step,
+                                                     "reason": reason, "at": time.time()}])
+                    await self.apply_notices([StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
+                                                         outcome="failed", worker_id="dead-letter", error=error)])
 
     async def _record_rejection(self, message: AbstractIncomingMessage, reason: str) -> None:
         detail = {"type": "message.rejected", "queue": message.routing_key, "reason": reason,
@@ -577,6 +592,20 @@ class Planner:
 
     async def _publish_event(self, event: Event | EventBatch, key: str) -> None:
         await self.broker.publish(Outgoing(self.broker.names.events_exchange, key, encode(event), event.kind, persistent=False))
+
+
+def _batches(job: ActiveJob, names: Sequence[str]) -> list[list[str]]:
+    """Ready steps grouped per device into messages: one step each when few are ready (a
+    chain), up to ``MAX_BATCH`` per message when many are (a fan-out), always leaving at
+    least ``MIN_MESSAGES`` messages per device so that every worker gets a share."""
+    by_device: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        by_device[job.devices[name]].append(name)
+    chunks: list[list[str]] = []
+    for steps in by_device.values():
+        size = max(1, min(MAX_BATCH, len(steps) // MIN_MESSAGES))
+        chunks.extend(steps[start:start + size] for start in range(0, len(steps), size))
+    return chunks
 
 
 def _death_reason(message: AbstractIncomingMessage) -> str:

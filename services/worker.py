@@ -42,7 +42,7 @@ from shared.constants import NOTICE_KEY, step_event_key
 from shared.distributed_errors import MessageError
 from shared.execution.invoke import invoke, referenced_steps
 from shared.execution.timeouts import call_with_timeout
-from shared.messages import Event, EventBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse
+from shared.messages import Event, EventBatch, NoticeBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse_dispatches
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
@@ -92,12 +92,20 @@ class Outcome:
 
 
 @dataclass
+class Delivery:
+    """One broker message and the steps it carries (one step, or a batch of a fan-out)."""
+
+    message: AbstractIncomingMessage
+    steps: list[InFlight] = field(default_factory=list)
+    acked: bool = False
+
+
+@dataclass
 class InFlight:
     dispatch: StepDispatch
-    message: AbstractIncomingMessage
-    acked: bool = False
+    delivery: Delivery
     claimed: bool = False
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -203,9 +211,10 @@ class Worker:
         del idle
         done, pending = await asyncio.wait(runners, timeout=self.settings.drain_timeout_s)
         for inflight in list(self._inflight.values()):
-            if not inflight.acked and not inflight.message.processed:
+            message = inflight.delivery.message
+            if not inflight.delivery.acked and not message.processed:
                 log.warning("handing back step %s of job %s (still running at shutdown)", inflight.dispatch.step, inflight.dispatch.job_id)
-                async with settle(inflight.message):
+                async with settle(message):
                     raise HandBack
         for task in pending:
             task.cancel()
@@ -221,54 +230,59 @@ class Worker:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         async with settle(message, ack=False):
             try:
-                dispatch = parse(StepDispatch, message.body, self.settings.max_message_bytes)
+                dispatches = parse_dispatches(message.body, self.settings.max_message_bytes)
             except MessageError as problem:
                 raise Reject(problem.reason) from None
-            if dispatch.device != self.device:
-                raise Reject(f"step for device {dispatch.device!r} delivered to a {self.device!r} worker")
-            inflight = InFlight(dispatch, message)
-            key = (dispatch.job_id, dispatch.step, dispatch.attempt)
-            if key in self._finished or key in self._inflight:
-                await self._not_claimed(dispatch)
-                await message.ack()
-                return
-            if message.redelivered:
-                if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=True):
-                    await self._not_claimed(dispatch)
-                    await message.ack()
-                    return
-                inflight.claimed = True
-            self._inflight[key] = inflight
-            loop = asyncio.get_running_loop()
-            inflight.timers = [
-                loop.call_later(self.settings.claim_after_s, self._spawn_claim, inflight),
-                loop.call_later(self.settings.ack_deadline_s, self._ack_early, inflight),
-            ]
-            self._running_events.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
-                                              attempt=dispatch.attempt, worker_id=self.worker_id))
+            wrong = next((d.device for d in dispatches if d.device != self.device), None)
+            if wrong is not None:
+                raise Reject(f"step for device {wrong!r} delivered to a {self.device!r} worker")
+            delivery = Delivery(message)
+            deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, delivery)
             try:
-                outcome = await self._execute(dispatch)
-                recorded = await asyncio.shield(self._writer.write(Finish(
-                    dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
-                    outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
-                )))
-                if recorded:
-                    self._remember_outputs(dispatch, outcome)
-                    await asyncio.shield(self._publish_notice(dispatch, outcome))
-                    self.completed += 1
-                else:
-                    log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
-                             dispatch.step, dispatch.job_id, dispatch.attempt)
-                    await self._not_claimed(dispatch)
+                notices = await asyncio.gather(*(self._run_step(d, delivery) for d in dispatches))
+                ready = [notice for notice in notices if notice is not None]
+                if ready:
+                    await asyncio.shield(self._publish_notices(ready))
             finally:
-                for timer in inflight.timers:
-                    timer.cancel()
-                self._inflight.pop(key, None)
-                self._finished[key] = None
-                while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
-                    self._finished.popitem(last=False)
-            if not inflight.acked and not message.processed:
+                deadline.cancel()
+            if not delivery.acked and not message.processed:
                 await message.ack()
+
+    async def _run_step(self, dispatch: StepDispatch, delivery: Delivery) -> StepNotice | None:
+        """Run one step of a delivery; the notice to send for it, if any."""
+        key = (dispatch.job_id, dispatch.step, dispatch.attempt)
+        if key in self._finished or key in self._inflight:
+            return await self._finished_notice(dispatch)
+        inflight = InFlight(dispatch, delivery)
+        if delivery.message.redelivered:
+            if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=True):
+                return await self._finished_notice(dispatch)
+            inflight.claimed = True
+        delivery.steps.append(inflight)
+        self._inflight[key] = inflight
+        inflight.timer = asyncio.get_running_loop().call_later(self.settings.claim_after_s, self._spawn_claim, inflight)
+        self._running_events.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
+                                          attempt=dispatch.attempt, worker_id=self.worker_id))
+        try:
+            outcome = await self._execute(dispatch)
+            recorded = await asyncio.shield(self._writer.write(Finish(
+                dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
+                outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
+            )))
+            if recorded:
+                self._remember_outputs(dispatch, outcome)
+                self.completed += 1
+                return self._notice(dispatch, outcome)
+            log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
+                     dispatch.step, dispatch.job_id, dispatch.attempt)
+            return await self._finished_notice(dispatch)
+        finally:
+            if inflight.timer is not None:
+                inflight.timer.cancel()
+            self._inflight.pop(key, None)
+            self._finished[key] = None
+            while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
+                self._finished.popitem(last=False)
 
     def _spawn_claim(self, inflight: InFlight) -> None:
         self._spawn(self._claim(inflight))
@@ -280,19 +294,22 @@ class Worker:
             inflight.claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False)
         return inflight.claimed
 
-    def _ack_early(self, inflight: InFlight) -> None:
-        """The ack deadline passed: ack now (consumer_timeout); the lease keeps the claim."""
-        if inflight.acked or inflight.message.processed:
+    def _ack_early(self, delivery: Delivery) -> None:
+        """The ack deadline passed: ack now (consumer_timeout); leases keep the claims."""
+        if delivery.acked or delivery.message.processed:
             return
-        self._spawn(self._ack_claimed(inflight))
+        self._spawn(self._ack_claimed(delivery))
 
-    async def _ack_claimed(self, inflight: InFlight) -> None:
-        if not await self._claim(inflight):
-            return  # finished elsewhere or superseded: our final write will be discarded
-        inflight.acked = True
-        log.info("step %s of job %s runs past the ack deadline: acknowledged early, kept by its lease",
-                 inflight.dispatch.step, inflight.dispatch.job_id)
-        await inflight.message.ack()
+    async def _ack_claimed(self, delivery: Delivery) -> None:
+        """Claim every step of the delivery still running, then ack it. A claim that fails
+        means that step finished or moved to a newer attempt: nothing to keep for it."""
+        for inflight in delivery.steps:
+            key = (inflight.dispatch.job_id, inflight.dispatch.step, inflight.dispatch.attempt)
+            if key in self._inflight:
+                await self._claim(inflight)
+        delivery.acked = True
+        log.info("a delivery of %d step(s) runs past the ack deadline: acknowledged early, kept by leases", len(delivery.steps))
+        await delivery.message.ack()
 
     def _remember_outputs(self, dispatch: StepDispatch, outcome: Outcome) -> None:
         if outcome.values is None:
@@ -301,15 +318,15 @@ class Worker:
         while len(self._outputs) > OUTPUT_CACHE_SIZE:
             self._outputs.popitem(last=False)
 
-    async def _not_claimed(self, dispatch: StepDispatch) -> None:
+    async def _finished_notice(self, dispatch: StepDispatch) -> StepNotice | None:
         """A duplicate delivery. If its step finished under this attempt, the notice may have
         been lost with a crashed worker: send it again (the planner ignores duplicates)."""
         doc = await self.store.step_doc(dispatch.job_id, dispatch.step)
         if doc is None or int(doc.get("attempt", 0)) != dispatch.attempt or doc.get("state") not in ("succeeded", "failed"):
-            return
+            return None
         error = doc.get("error")
         outcome = Outcome(error=error if error else None, duration_s=float(doc.get("duration_s") or 0.0))
-        await self._publish_notice(dispatch, outcome, worker_id=str(doc.get("worker") or self.worker_id))
+        return self._notice(dispatch, outcome, worker_id=str(doc.get("worker") or self.worker_id))
 
     async def _execute(self, dispatch: StepDispatch) -> Outcome:
         started = time.perf_counter()
@@ -368,13 +385,17 @@ class Worker:
             raise
 
     # notices, events, leases --------------------------------------------------------------
-    async def _publish_notice(self, dispatch: StepDispatch, outcome: Outcome, *, worker_id: str | None = None) -> None:
+    def _notice(self, dispatch: StepDispatch, outcome: Outcome, *, worker_id: str | None = None) -> StepNotice:
         error = outcome.error
-        notice = StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
-                            outcome="failed" if error else "succeeded", worker_id=worker_id or self.worker_id,
-                            error=StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", ""))) if error else None,
-                            duration_s=outcome.duration_s)
-        await self.broker.publish(Outgoing(self.broker.names.notices_exchange, NOTICE_KEY, encode(notice), "step.done"))
+        return StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
+                          outcome="failed" if error else "succeeded", worker_id=worker_id or self.worker_id,
+                          error=StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", ""))) if error else None,
+                          duration_s=outcome.duration_s)
+
+    async def _publish_notices(self, notices: list[StepNotice]) -> None:
+        """One completion message for the steps of a delivery (transient: MongoDB has the results)."""
+        message: StepNotice | NoticeBatch = notices[0] if len(notices) == 1 else NoticeBatch(notices=notices)
+        await self.broker.publish(Outgoing(self.broker.names.notices_exchange, NOTICE_KEY, encode(message), message.kind, persistent=False))
 
     async def _event_loop(self) -> None:
         """Publish "step.running" events in batches (one message per job per flush), not one per step."""

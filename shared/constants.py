@@ -41,7 +41,7 @@ class Names:
 
     @property
     def notices_queue(self) -> str:
-        return self._n("notices")
+        return self._n("completions")
 
     @property
     def events_exchange(self) -> str:

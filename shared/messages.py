@@ -63,6 +63,29 @@ class StepDispatch(_Message):
     device: str = Field(pattern=_NAME)
 
 
+class StepRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: StepName
+    attempt: int = Field(ge=1)
+
+
+class StepBatch(_Message):
+    """Several ready steps of one job for one worker: how the planner sends a wide fan-out
+    (one message and one acknowledgement per batch instead of per step)."""
+
+    kind: Literal["step.batch"] = "step.batch"
+    job_id: JobId
+    device: str = Field(pattern=_NAME)
+    steps: list[StepRef] = Field(min_length=1, max_length=1000)
+
+    def dispatches(self) -> list[StepDispatch]:
+        return [StepDispatch(job_id=self.job_id, step=s.step, attempt=s.attempt, device=self.device) for s in self.steps]
+
+
+DispatchMessage = Annotated[StepDispatch | StepBatch, Field(discriminator="kind")]
+
+
 class StepErrorInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,6 +104,16 @@ class StepNotice(_Message):
     worker_id: str
     error: StepErrorInfo | None = None
     duration_s: float = 0.0
+
+
+class NoticeBatch(_Message):
+    """The completion notices of steps a worker finished together."""
+
+    kind: Literal["step.done.batch"] = "step.done.batch"
+    notices: list[StepNotice] = Field(min_length=1, max_length=10000)
+
+
+NoticeMessage = Annotated[StepNotice | NoticeBatch, Field(discriminator="kind")]
 
 
 class Event(_Message):
@@ -109,13 +142,17 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "job.submit": JobSubmission,
     "job.cancel": JobCancel,
     "step.dispatch": StepDispatch,
+    "step.batch": StepBatch,
     "step.done": StepNotice,
+    "step.done.batch": NoticeBatch,
     "event": Event,
     "event.batch": EventBatch,
 }
 
 M = TypeVar("M", bound=BaseModel)
 _job_adapter: TypeAdapter[JobSubmission | JobCancel] = TypeAdapter(JobMessage)
+_dispatch_adapter: TypeAdapter[StepDispatch | StepBatch] = TypeAdapter(DispatchMessage)
+_notice_adapter: TypeAdapter[StepNotice | NoticeBatch] = TypeAdapter(NoticeMessage)
 
 
 def encode(message: BaseModel) -> bytes:
@@ -142,6 +179,26 @@ def parse_job_message(body: bytes, max_bytes: int) -> JobSubmission | JobCancel:
         return _job_adapter.validate_json(body)
     except ValidationError as error:
         raise MessageError(_describe(error), kind="job") from error
+
+
+def parse_dispatches(body: bytes, max_bytes: int) -> list[StepDispatch]:
+    """A step message (one step or a batch) as its steps."""
+    _check_size(body, max_bytes)
+    try:
+        message = _dispatch_adapter.validate_json(body)
+    except ValidationError as error:
+        raise MessageError(_describe(error), kind="step") from error
+    return [message] if isinstance(message, StepDispatch) else message.dispatches()
+
+
+def parse_notices(body: bytes, max_bytes: int) -> list[StepNotice]:
+    """A completion message (one notice or a batch) as its notices."""
+    _check_size(body, max_bytes)
+    try:
+        message = _notice_adapter.validate_json(body)
+    except ValidationError as error:
+        raise MessageError(_describe(error), kind="notice") from error
+    return [message] if isinstance(message, StepNotice) else list(message.notices)
 
 
 def _describe(error: ValidationError) -> str:

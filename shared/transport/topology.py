@@ -28,6 +28,14 @@ def work_queue_arguments(names: Names, settings: Settings) -> dict[str, Any]:
     }
 
 
+def notice_queue_arguments(names: Names) -> dict[str, Any]:
+    """Completion notices: a durable *classic* queue, for latency (a quorum queue commits
+    every message through its Raft log, about 1.5 ms here). Notices are transient hints:
+    MongoDB holds every result, and the planner applies finished steps whose notice was lost
+    (its reconcile pass), so they need not survive a broker restart."""
+    return {"x-queue-type": "classic", "x-dead-letter-exchange": names.dead_exchange}
+
+
 async def declare_exchanges(channel: AbstractChannel, names: Names) -> dict[str, AbstractExchange]:
     direct, topic, fanout = aio_pika.ExchangeType.DIRECT, aio_pika.ExchangeType.TOPIC, aio_pika.ExchangeType.FANOUT
     return {
@@ -45,7 +53,7 @@ async def declare_core_queues(channel: AbstractChannel, names: Names, settings: 
     jobs = await channel.declare_queue(names.jobs_queue, durable=True, arguments=args)
     await jobs.bind(names.jobs_exchange, JOB_SUBMIT_KEY)
     await jobs.bind(names.jobs_exchange, JOB_CANCEL_KEY)
-    notices = await channel.declare_queue(names.notices_queue, durable=True, arguments=args)
+    notices = await channel.declare_queue(names.notices_queue, durable=True, arguments=notice_queue_arguments(names))
     await notices.bind(names.notices_exchange, NOTICE_KEY)
     dead = await channel.declare_queue(names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(names.dead_exchange, "")

@@ -49,7 +49,7 @@ def test_notice_requires_an_outcome() -> None:
 
 def test_json_schemas_cover_every_message() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.done", "event", "event.batch"}
+    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.batch", "step.done", "step.done.batch", "event", "event.batch"}
     assert "document" in schemas["job.submit"]["properties"]
     json.dumps(schemas)
 
@@ -104,3 +104,13 @@ def test_gpu_worker_start_up_without_jax(monkeypatch: pytest.MonkeyPatch) -> Non
 
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert prepare_device_environment("cpu") == "device cpu"
+
+
+def test_batches_expand_to_their_steps() -> None:
+    from shared.messages import NoticeBatch, StepBatch, StepNotice, StepRef, encode, parse_dispatches, parse_notices
+
+    batch = StepBatch(job_id="j1", device="cpu", steps=[StepRef(step="a", attempt=1), StepRef(step="b", attempt=2)])
+    assert [(d.step, d.attempt, d.device) for d in parse_dispatches(encode(batch), 10_000)] == [("a", 1, "cpu"), ("b", 2, "cpu")]
+    single = StepNotice(job_id="j1", step="a", attempt=1, outcome="succeeded", worker_id="w")
+    assert parse_notices(encode(single), 10_000) == [single]
+    assert parse_notices(encode(NoticeBatch(notices=[single, single])), 10_000) == [single, single]
