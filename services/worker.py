@@ -269,6 +269,7 @@ class Worker:
                 dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
                 outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
             )))
+            self._remember_finished(key)
             if recorded:
                 self._remember_outputs(dispatch, outcome)
                 self.completed += 1
@@ -280,9 +281,12 @@ class Worker:
             if inflight.timer is not None:
                 inflight.timer.cancel()
             self._inflight.pop(key, None)
-            self._finished[key] = None
-            while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
-                self._finished.popitem(last=False)
+
+    def _remember_finished(self, key: tuple[str, str, int]) -> None:
+        """Only outcomes that reached MongoDB count: a step whose write failed runs again."""
+        self._finished[key] = None
+        while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
+            self._finished.popitem(last=False)
 
     def _spawn_claim(self, inflight: InFlight) -> None:
         self._spawn(self._claim(inflight))

@@ -114,3 +114,19 @@ def test_batches_expand_to_their_steps() -> None:
     single = StepNotice(job_id="j1", step="a", attempt=1, outcome="succeeded", worker_id="w")
     assert parse_notices(encode(single), 10_000) == [single]
     assert parse_notices(encode(NoticeBatch(notices=[single, single])), 10_000) == [single, single]
+
+
+def test_ready_steps_are_batched_only_when_many_are_ready() -> None:
+    from services.planner import MAX_BATCH, MIN_MESSAGES, ActiveJob, _batches
+    from shared.planner.core import PlannerCore
+
+    names = [f"s{i}" for i in range(5000)] + ["g0", "g1"]
+    devices = {n: ("gpu" if n.startswith("g") else "cpu") for n in names}
+    job = ActiveJob("j", PlannerCore({n: [] for n in names}), devices)
+    chunks = _batches(job, names)
+    assert sorted(n for chunk in chunks for n in chunk) == sorted(names)
+    assert all(len({devices[n] for n in chunk}) == 1 for chunk in chunks)
+    cpu = [c for c in chunks if devices[c[0]] == "cpu"]
+    assert max(map(len, cpu)) == MAX_BATCH and len(cpu) >= MIN_MESSAGES
+    assert [c for c in chunks if devices[c[0]] == "gpu"] == [["g0"], ["g1"]]
+    assert _batches(job, ["s1"]) == [["s1"]]
