@@ -1,0 +1,71 @@
+"""The FGM example on a cluster: same metrics as `theodolite run`, gpu-typed steps on gpu workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.client import Client
+from services.cluster import LocalCluster
+from shared.document import catalog_for, check_file
+from tests.support.distributed import ROOT, cleanup, make_settings
+
+pytestmark = [pytest.mark.rabbit, pytest.mark.mongo, pytest.mark.slow]
+FGM = ROOT / "examples" / "fgm.yaml"
+FAST = {"epochs": 3, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def ml_cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    pytest.importorskip("jax")
+    settings = make_settings(amqp_url, mongo_url)
+    logs = tmp_path_factory.mktemp("ml-cluster-logs")
+    instance = LocalCluster(settings, {"cpu": 1, "gpu": 1}, start_mongo=False, log_dir=logs, worker_concurrency=2)
+    instance.start()
+    try:
+        instance.wait_ready(120)
+        yield instance
+    finally:
+        codes = instance.stop()
+        cleanup(settings)
+        assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
+
+
+def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_cluster: LocalCluster) -> None:
+    params = [item for name, value in FAST.items() for item in ("-p", f"{name}={value}")]
+    local = subprocess.run([sys.executable, "-m", "services.cli", "run", str(FGM), "--json", *params,
+                            "--artifacts-dir", str(ROOT / ".theodolite" / "test-fgm")],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert local.returncode == 0, local.stderr[-3000:]
+    expected = json.loads(local.stdout)
+
+    async def go():
+        async with Client(ml_cluster.settings) as client:
+            result = await client.submit_and_wait(FGM.read_text(), FAST, name="fgm.yaml", timeout_s=300)
+            mongo = AsyncMongoClient(ml_cluster.settings.mongo_url)
+            try:
+                docs = [d async for d in mongo[ml_cluster.settings.db]["steps"].find({}, {"step": 1, "worker": 1})]
+            finally:
+                await mongo.close()
+            return result, docs
+
+    result, docs = asyncio.run(go())
+    assert result.status == "succeeded", result.error
+    ours = result.to_json_dict()
+    metrics = ours["steps"]["report"]["outputs"]["metrics"]
+    assert metrics == expected["steps"]["report"]["outputs"]["metrics"]
+    assert metrics["clean_accuracy"] > metrics["adversarial_accuracy"]
+
+    document = check_file(FGM, catalog_for(FGM)).document
+    devices = {name: document.tasks[step.task].device for name, step in document.steps.items()}
+    assert "gpu" in devices.values() and "cpu" in devices.values()
+    workers = {d["step"]: d["worker"] for d in docs}
+    for step, device in devices.items():
+        assert workers[step].startswith(f"{device}-"), (step, device, workers[step])
