@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from shared.constants import JOB_CANCEL_KEY, JOB_SUBMIT_KEY
 from shared.distributed_errors import BrokerError, JobRejected
+from shared.document.artifact_steps import ARTIFACT_OUTPUT, ARTIFACT_STEP_PREFIX, is_artifact_step
 from shared.execution.result import JobResult, StepError, StepReport
 from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
 from shared.settings import Settings
@@ -124,13 +125,18 @@ class Client:
         if doc.get("problems"):
             raise JobRejected(job_id, list(doc["problems"]))
         steps = await self.store.all_outputs(job_id)
-        reports = {
-            name: StepReport(status=steps[name]["state"] if name in steps else "pending",
-                             outputs=steps[name]["outputs"] if name in steps and steps[name]["state"] == "succeeded" else {})
-            for name in doc.get("step_names", [])
-        }
+        reports: dict[str, StepReport] = {}
+        payloads: dict[str, Any] = {}
+        for name in doc.get("step_names", []):
+            state = steps[name]["state"] if name in steps else "pending"
+            outputs = steps[name]["outputs"] if name in steps and state == "succeeded" else {}
+            if is_artifact_step(name):
+                if ARTIFACT_OUTPUT in outputs:
+                    payloads[name[len(ARTIFACT_STEP_PREFIX):]] = outputs[ARTIFACT_OUTPUT]
+                continue
+            reports[name] = StepReport(status=state, outputs=outputs)
         error = doc.get("error")
-        return JobResult(status=doc["state"], steps=reports,
+        return JobResult(status=doc["state"], steps=reports, artifact_payloads=payloads,
                          error=StepError(step=error["step"], type=error["type"], message=error["message"]) if error else None)
 
     async def submit_and_wait(self, document_text: str, parameters: Mapping[str, Any] | None = None, *,

@@ -99,8 +99,9 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
 @click.option("--json", "as_json", is_flag=True, help="With --wait: print the result as `run --json` does.")
 @click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after this many seconds (exit 1).")
+@click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="With --wait: where artifact outputs are written (default .theodolite/runs/TIME/).")
 def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wait: bool, as_json: bool,
-           keep_going: bool, timeout_s: float | None) -> None:
+           keep_going: bool, timeout_s: float | None, artifacts_dir: str | None) -> None:
     """Send FILE to the planner as a job (validated here first)."""
     from services.cli import _parameters, _print_issues
     from shared.document import catalog_for, check_file
@@ -124,10 +125,11 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
         sys.exit(EXIT_INVALID)
     text = Path(file).read_text(encoding="utf-8")
     submission = JobSubmission(document=text, document_name=file, parameters=given, fail_fast=not keep_going)
-    sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s)))
+    sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s, artifacts_dir=artifacts_dir)))
 
 
-async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None) -> int:
+async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None,
+                  artifacts_dir: str | None = None) -> int:
     from services.client import Client
     from shared.distributed_errors import DistributedError, JobRejected
 
@@ -150,12 +152,19 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
     except DistributedError as error:
         click.echo(f"error: {error}", err=True)
         return EXIT_FAILED
+    if outcome.artifact_payloads:
+        from shared.execution.artifact_files import write_artifact_payload
+
+        target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
+        outcome.artifacts = {name: write_artifact_payload(target, name, payload) for name, payload in outcome.artifact_payloads.items()}
     if as_json:
         click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
     else:
         for name, report in outcome.steps.items():
             click.echo(f"{report.status:10} {name}")
         click.echo(f"job {job_id}: {outcome.status}" + (f" ({outcome.error.step}: {outcome.error.type}: {outcome.error.message})" if outcome.error else ""))
+        for name, path in (outcome.artifacts or {}).items():
+            click.echo(f"artifact {name}: {path}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
 

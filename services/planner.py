@@ -38,6 +38,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.constants import HEADER_KIND, job_event_key, step_event_key
 from shared.distributed_errors import MessageError
 from shared.document import catalog_for, check_text
+from shared.document.artifact_steps import with_artifact_steps
 from shared.document.issues import has_errors
 from shared.document.model import JobDocument
 from shared.document.parameters import bind_parameters
@@ -265,6 +266,7 @@ class Planner:
             await self.store.insert_rejected_job(job_id, submission.document_name, problems)
             await self._job_event(job_id, "failed", {"problems": problems, "reason": "invalid document"})
             return
+        document = with_artifact_steps(document)
         await self.store.insert_job(job_id, document, values, name=submission.document_name,
                                     fail_fast=submission.fail_fast, submitted_at=submission.submitted_at)
         job = self._new_active(job_id, document, submission.fail_fast)

@@ -74,16 +74,22 @@ def write_artifact_outputs(
         contents = resolve(artifact.contents, parameters, outputs)
         serializer = registry.load(artifact.task).function
         payload = serializer(contents, **resolve(artifact.args, parameters, outputs))
-        target = directory / name
-        if isinstance(payload, (bytes, bytearray)):
-            target.write_bytes(bytes(payload))
-        elif isinstance(payload, np.ndarray):
-            buffer = io.BytesIO()
-            np.save(buffer, payload, allow_pickle=False)
-            target = target.with_suffix(".npy")
-            target.write_bytes(buffer.getvalue())
-        else:
-            target = target.with_suffix(".json")
-            target.write_text(json.dumps(to_jsonable(payload), indent=2), encoding="utf-8")
-        written[name] = str(target)
+        written[name] = write_artifact_payload(directory, name, payload)
     return written
+
+
+def write_artifact_payload(directory: Path, name: str, payload: Any) -> str:
+    """Save what a serialiser returned: bytes as they are, an array as ``.npy``, else JSON."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    if isinstance(payload, (bytes, bytearray)):
+        target.write_bytes(bytes(payload))
+    elif isinstance(payload, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, payload, allow_pickle=False)
+        target = target.with_suffix(".npy")
+        target.write_bytes(buffer.getvalue())
+    else:
+        target = target.with_suffix(".json")
+        target.write_text(json.dumps(to_jsonable(payload), indent=2), encoding="utf-8")
+    return str(target)

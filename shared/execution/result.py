@@ -25,6 +25,9 @@ class JobResult(BaseModel):
     steps: dict[str, StepReport] = Field(default_factory=dict)
     error: StepError | None = None
     artifacts: dict[str, str] | None = None
+    """Artifact output name -> the file it was written to."""
+    artifact_payloads: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    """Serialised artifacts not yet written to files (a cluster's result, before the client saves them)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -38,13 +38,21 @@ def ml_cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathF
         assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
 
 
-def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_cluster: LocalCluster) -> None:
+def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_cluster: LocalCluster, tmp_path: Path) -> None:
     params = [item for name, value in FAST.items() for item in ("-p", f"{name}={value}")]
     local = subprocess.run([sys.executable, "-m", "services.cli", "run", str(FGM), "--json", *params,
-                            "--artifacts-dir", str(ROOT / ".theodolite" / "test-fgm")],
+                            "--artifacts-dir", str(tmp_path / "run")],
                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert local.returncode == 0, local.stderr[-3000:]
     expected = json.loads(local.stdout)
+    remote = subprocess.run([sys.executable, "-m", "services.cli", "submit", str(FGM), "--wait", "--json", *params,
+                             "--artifacts-dir", str(tmp_path / "submit")], env=ml_cluster.environment(),
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    submitted = json.loads(remote.stdout)
+    assert submitted["steps"]["report"] == expected["steps"]["report"]
+    assert set(submitted["artifacts"]) == set(expected["artifacts"]) == {"distance_table", "adversarial_examples"}
+    assert Path(submitted["artifacts"]["distance_table"]).read_bytes() == Path(expected["artifacts"]["distance_table"]).read_bytes()
 
     async def go():
         async with Client(ml_cluster.settings) as client:
@@ -66,6 +74,6 @@ def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_c
     document = check_file(FGM, catalog_for(FGM)).document
     devices = {name: document.tasks[step.task].device for name, step in document.steps.items()}
     assert "gpu" in devices.values() and "cpu" in devices.values()
-    workers = {d["step"]: d["worker"] for d in docs}
+    workers = {d["step"]: d["worker"] for d in docs if "." not in d["step"]}
     for step, device in devices.items():
         assert workers[step].startswith(f"{device}-"), (step, device, workers[step])

@@ -15,7 +15,7 @@ SLEEPS = """
 tasks:
   sleep: {plugin: plugins.basic.tasks.sleep_for, inputs: [{seconds: number}], outputs: {slept_s: number}}
 graph:
-""" + "".join(f"  s{i}: {{sleep: [0.3]}}\n" for i in range(4))
+""" + "".join(f"  s{i}: {{sleep: [0.5]}}\n" for i in range(4))
 
 
 def test_independent_steps_run_concurrently() -> None:
@@ -23,13 +23,13 @@ def test_independent_steps_run_concurrently() -> None:
     result = run_document(SLEEPS, concurrency=4)
     elapsed = time.perf_counter() - started
     assert result.status == "succeeded"
-    assert elapsed < 0.9, f"4 x 0.3 s independent sleeps took {elapsed:.2f} s"
+    assert elapsed < 1.5, f"4 x 0.5 s independent sleeps took {elapsed:.2f} s (2 s when sequential)"
 
 
 def test_concurrency_one_runs_steps_one_at_a_time() -> None:
     started = time.perf_counter()
     run_document(SLEEPS, concurrency=1)
-    assert time.perf_counter() - started >= 1.2
+    assert time.perf_counter() - started >= 2.0
 
 
 def test_plugin_code_runs_off_the_event_loop_thread() -> None:
