@@ -19,10 +19,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import BenchConfig, BenchResult, measure_patterns  # noqa: E402
-from services.client import Client  # noqa: E402
-from services.cluster import LocalCluster  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from bench.common import BenchConfig, BenchResult, measure_patterns
+from services.client import Client
+from services.cluster import LocalCluster
+from shared.settings import Settings
 
 PLUGINS = HERE / "plugins"
 TASKS = "tasks:\n  noop: {plugin: bench_tasks.bench_noop}\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -40,7 +40,7 @@ class Client:
         self._waiters: dict[str, asyncio.Future[str]] = {}
         self._listeners: dict[str, Callable[[Event], None]] = {}
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from shared.settings import Settings
 from shared.transport import Broker
@@ -128,7 +128,7 @@ class LocalCluster:
         self.mongo: MongoWireServer | None = None
         self.children: list[Child] = []
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

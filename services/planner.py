@@ -124,7 +124,7 @@ class StateWriter:
                     await self.store.mark_not_started(job_id, names, mark)
             else:
                 await item[1]()
-        except Exception as error:  # noqa: BLE001 - logged; a restart recomputes state from results
+        except Exception as error:
             log.exception("planner state write failed")
             if item[0] == "call" and not item[2].done():
                 item[2].set_exception(error)
@@ -306,7 +306,7 @@ class Planner:
         for job_id in await self.store.active_job_ids():
             try:
                 await self._resume_job(job_id)
-            except Exception:  # noqa: BLE001 - one broken job must not stop the others
+            except Exception:
                 log.exception("cannot resume job %s", job_id)
 
     async def _resume_job(self, job_id: str) -> None:
@@ -471,7 +471,7 @@ class Planner:
             await asyncio.sleep(self.settings.tick_s)
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - housekeeping retries next tick
+            except Exception:
                 log.exception("planner housekeeping failed")
 
     async def tick(self) -> None:

@@ -42,7 +42,16 @@ from shared.constants import NOTICE_KEY, step_event_key
 from shared.distributed_errors import MessageError
 from shared.execution.invoke import invoke, referenced_steps
 from shared.execution.timeouts import call_with_timeout
-from shared.messages import Event, EventBatch, NoticeBatch, StepDispatch, StepErrorInfo, StepNotice, encode, parse_dispatches
+from shared.messages import (
+    Event,
+    EventBatch,
+    NoticeBatch,
+    StepDispatch,
+    StepErrorInfo,
+    StepNotice,
+    encode,
+    parse_dispatches,
+)
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
@@ -207,9 +216,9 @@ class Worker:
         while not self._inbox.empty():
             async with settle(self._inbox.get_nowait()):
                 raise HandBack
-        idle = [self._inbox.put_nowait(None) for _ in runners]  # type: ignore[func-returns-value, arg-type]
-        del idle
-        done, pending = await asyncio.wait(runners, timeout=self.settings.drain_timeout_s)
+        for _ in runners:
+            self._inbox.put_nowait(None)  # type: ignore[arg-type]
+        _, pending = await asyncio.wait(runners, timeout=self.settings.drain_timeout_s)
         for inflight in list(self._inflight.values()):
             message = inflight.delivery.message
             if not inflight.delivery.acked and not message.processed:
@@ -339,7 +348,6 @@ class Worker:
             if job is None:
                 raise LookupError(f"job {dispatch.job_id} is not in the store")
             step = job.document.steps[dispatch.step]
-            binding = job.document.tasks[step.task]
             needed = referenced_steps(step, step.dependencies)
             upstream = {name: self._outputs[(dispatch.job_id, name)] for name in needed
                         if (dispatch.job_id, name) in self._outputs}
@@ -364,7 +372,7 @@ class Worker:
         failure: BaseException = RuntimeError("the step was never attempted")
         for _attempt in range(binding.retries + 1):
             try:
-                call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)  # noqa: E731
+                call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)
                 outputs = call() if binding.timeout_s is None else call_with_timeout(name, binding.timeout_s, call)
                 encoded = codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes)
                 small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
@@ -416,7 +424,7 @@ class Worker:
             batch = EventBatch(job_id=job_id, events=job_events)
             try:
                 await self.broker.publish(Outgoing(self.broker.names.events_exchange, step_event_key(job_id), encode(batch), batch.kind, persistent=False))
-            except Exception:  # noqa: BLE001 - events are informative; MongoDB has the state
+            except Exception:
                 log.exception("publishing step events failed")
 
     async def _heartbeat_loop(self) -> None:
@@ -426,7 +434,7 @@ class Worker:
             if claimed:
                 try:
                     await self.store.renew_leases(claimed, self.worker_id)
-                except Exception:  # noqa: BLE001 - next beat retries; the lease has slack
+                except Exception:
                     log.exception("renewing leases failed")
 
     def _spawn(self, coroutine: Any) -> None:

@@ -51,7 +51,7 @@ class Encoded:
 
 def _is_jax_array(value: Any) -> bool:
     module = type(value).__module__ or ""
-    return (module.startswith("jax") or module.startswith("jaxlib")) and hasattr(value, "__array__")
+    return module.startswith(("jax", "jaxlib")) and hasattr(value, "__array__")
 
 
 class _Encoder:

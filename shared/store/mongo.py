@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import bson
 from bson import Binary, ObjectId
@@ -103,7 +103,7 @@ class Store:
         self._bucket: AsyncGridFSBucket | None = None
 
     # lifecycle ----------------------------------------------------------------------------
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

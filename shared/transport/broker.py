@@ -12,11 +12,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from shared.constants import CONTENT_TYPE, HEADER_KIND, Names
 from shared.distributed_errors import BrokerError
@@ -49,7 +55,7 @@ class Broker:
         self.lost = asyncio.Event()
         """Set when the connection closes without ``close()`` being called."""
 
-    async def __aenter__(self) -> Broker:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -64,7 +70,7 @@ class Broker:
                 self.settings.amqp_url, timeout=self.settings.connect_timeout_s,
                 client_properties={"connection_name": self.name},
             )
-        except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
             raise BrokerError(f"RabbitMQ at {redact_url(self.settings.amqp_url)} is not answering: {error!r}") from error
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
@@ -86,20 +92,20 @@ class Broker:
         for queue, tag in reversed(self._consumers):
             try:
                 await queue.cancel(tag)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
+            except Exception as error:  # noqa: BLE001 - closing anyway
+                log.debug("cancelling a consumer while closing failed: %r", error)
         self._consumers.clear()
         for channel in reversed([*self._channels, *( [self._publisher] if self._publisher else [])]):
             try:
                 await channel.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as error:  # noqa: BLE001 - closing anyway
+                log.debug("closing a channel failed: %r", error)
         self._channels.clear()
         self._publisher = None
         try:
             await connection.close()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as error:  # noqa: BLE001 - closing anyway
+            log.debug("closing the connection failed: %r", error)
 
     # channels and consumers ---------------------------------------------------------------
     async def channel(self, prefetch: int) -> AbstractChannel:
@@ -124,8 +130,8 @@ class Broker:
         for queue, tag in reversed(self._consumers):
             try:
                 await queue.cancel(tag)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as error:  # noqa: BLE001 - the channel may be gone already
+                log.debug("cancelling a consumer failed: %r", error)
         self._consumers.clear()
 
     async def queue_consumers(self, queue_name: str) -> int | None:

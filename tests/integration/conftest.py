@@ -9,4 +9,4 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.distributed import amqp_url, mongo_url, settings  # noqa: E402,F401
+from tests.support.distributed import amqp_url, mongo_url, settings  # noqa: F401

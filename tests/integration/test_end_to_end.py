@@ -49,7 +49,7 @@ def run_locally(tmp_path: Path, text: str) -> dict:
     path = tmp_path / "job.yaml"
     path.write_text(text)
     done = subprocess.run([sys.executable, "-m", "services.cli", "run", str(path), "--json", "--plugins", str(TEST_PLUGINS)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert done.returncode in (0, 1), done.stderr
     return json.loads(done.stdout)
 
@@ -119,12 +119,12 @@ def test_submit_cli_prints_run_json_and_exit_codes(cluster: LocalCluster, tmp_pa
     bad.write_text(documents.INVALID)
     failing.write_text(documents.FAILING)
     cli = [sys.executable, "-m", "services.cli", "submit", "--plugins", str(TEST_PLUGINS)]
-    done = subprocess.run([*cli, str(good), "--wait", "--json", "-p", "x=5"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    done = subprocess.run([*cli, str(good), "--wait", "--json", "-p", "x=5"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"]["top"]["outputs"] == {"value": 6}
-    done = subprocess.run([*cli, str(bad), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    done = subprocess.run([*cli, str(bad), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert done.returncode == 2 and f"{bad}:6:" in done.stderr and done.stdout == ""
-    done = subprocess.run([*cli, str(failing), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    done = subprocess.run([*cli, str(failing), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert done.returncode == 1 and json.loads(done.stdout)["error"]["step"] == "boom"
 
 

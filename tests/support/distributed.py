@@ -9,6 +9,7 @@ Every test (or module cluster) gets its own namespace and database, removed afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -91,10 +92,8 @@ async def _cleanup(settings: Settings, devices: list[str]) -> None:
     try:
         for queue in all_queue_names(names, devices):
             channel = await connection.channel()
-            try:
+            with contextlib.suppress(Exception):  # it may not exist
                 await channel.queue_delete(queue)
-            except Exception:  # noqa: BLE001 - it may not exist
-                pass
             if not channel.is_closed:
                 await channel.close()
         channel = await connection.channel()
@@ -104,9 +103,8 @@ async def _cleanup(settings: Settings, devices: list[str]) -> None:
         await connection.close()
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(settings.mongo_url)
     try:
-        await client.drop_database(settings.db)
-    except Exception:  # noqa: BLE001 - best effort
-        pass
+        with contextlib.suppress(Exception):  # best effort
+            await client.drop_database(settings.db)
     finally:
         await client.close()
 

@@ -9,10 +9,19 @@ import pytest
 from services.cluster import parse_workers
 from shared.constants import Names
 from shared.distributed_errors import MessageError
-from shared.messages import JobCancel, JobSubmission, StepDispatch, StepNotice, encode, json_schemas, parse, parse_job_message
+from shared.messages import (
+    JobCancel,
+    JobSubmission,
+    StepDispatch,
+    StepNotice,
+    encode,
+    json_schemas,
+    parse,
+    parse_job_message,
+)
+from shared.planner.core import StepState
 from shared.settings import Settings, redact_url
 from shared.store.states import core_state
-from shared.planner.core import StepState
 
 
 def test_job_messages_round_trip_and_are_discriminated() -> None:
@@ -62,7 +71,7 @@ def test_settings_from_environment_mask_secrets(monkeypatch: pytest.MonkeyPatch)
     assert settings.prefetch == 7 and settings.amqp_url.endswith("@rabbit:5672/")
     assert "s3cret" not in repr(settings) and "hunter2" not in repr(settings)
     assert redact_url("amqp://user:s3cret@rabbit:5672/") == "amqp://user:***@rabbit:5672/"
-    assert Settings(**{"amqp_url": "amqp://h/"}).child_environment()["THEODOLITE_AMQP_URL"] == "amqp://h/"
+    assert Settings(amqp_url="amqp://h/").child_environment()["THEODOLITE_AMQP_URL"] == "amqp://h/"
 
 
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +116,15 @@ def test_gpu_worker_start_up_without_jax(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_batches_expand_to_their_steps() -> None:
-    from shared.messages import NoticeBatch, StepBatch, StepNotice, StepRef, encode, parse_dispatches, parse_notices
+    from shared.messages import (
+        NoticeBatch,
+        StepBatch,
+        StepNotice,
+        StepRef,
+        encode,
+        parse_dispatches,
+        parse_notices,
+    )
 
     batch = StepBatch(job_id="j1", device="cpu", steps=[StepRef(step="a", attempt=1), StepRef(step="b", attempt=2)])
     assert [(d.step, d.attempt, d.device) for d in parse_dispatches(encode(batch), 10_000)] == [("a", 1, "cpu"), ("b", 2, "cpu")]
