@@ -18,24 +18,16 @@ from services.client import Client
 from services.cluster import LocalCluster
 from shared.settings import Settings
 from tests.integration import documents
-from tests.support.distributed import ROOT, TEST_PLUGINS, cleanup, make_settings
+from tests.support.distributed import ROOT, TEST_PLUGINS, make_settings, running_cluster
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
 
 @pytest.fixture(scope="module")
 def cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    settings = make_settings(amqp_url, mongo_url)
     logs = tmp_path_factory.mktemp("cluster-logs")
-    instance = LocalCluster(settings, {"cpu": 2, "gpu": 1}, plugin_dirs=[TEST_PLUGINS], start_mongo=False, log_dir=logs)
-    instance.start()
-    try:
-        instance.wait_ready(90)
-        yield instance
-    finally:
-        codes = instance.stop()
-        cleanup(settings)
-        assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
+    with running_cluster(make_settings(amqp_url, mongo_url), {"cpu": 2, "gpu": 1}, logs, plugin_dirs=[TEST_PLUGINS]) as cluster:
+        yield cluster
 
 
 def submit(settings: Settings, text: str, **kwargs: object):

@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from services.client import Client
 from services.cluster import LocalCluster
 from shared.document import catalog_for, check_file
-from tests.support.distributed import ROOT, cleanup, make_settings
+from tests.support.distributed import ROOT, make_settings, running_cluster
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo, pytest.mark.slow]
 FGM = ROOT / "examples" / "fgm.yaml"
@@ -25,17 +25,9 @@ FAST = {"epochs": 3, "seed": 5}
 @pytest.fixture(scope="module")
 def ml_cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     pytest.importorskip("jax")
-    settings = make_settings(amqp_url, mongo_url)
     logs = tmp_path_factory.mktemp("ml-cluster-logs")
-    instance = LocalCluster(settings, {"cpu": 1, "gpu": 1}, start_mongo=False, log_dir=logs, worker_concurrency=2)
-    instance.start()
-    try:
-        instance.wait_ready(120)
-        yield instance
-    finally:
-        codes = instance.stop()
-        cleanup(settings)
-        assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
+    with running_cluster(make_settings(amqp_url, mongo_url), {"cpu": 1, "gpu": 1}, logs, ready_s=120, worker_concurrency=2) as cluster:
+        yield cluster
 
 
 def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_cluster: LocalCluster, tmp_path: Path) -> None:

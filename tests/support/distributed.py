@@ -22,7 +22,7 @@ import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.cluster import MongoWireServer, port_answers
+from services.cluster import LocalCluster, MongoWireServer, port_answers
 from shared.constants import Names
 from shared.settings import Settings
 from shared.transport.topology import all_exchange_names, all_queue_names
@@ -118,3 +118,18 @@ def settings(amqp_url: str, mongo_url: str) -> Iterator[Settings]:
     value = make_settings(amqp_url, mongo_url)
     yield value
     cleanup(value)
+
+
+@contextlib.contextmanager
+def running_cluster(settings: Settings, workers: dict[str, int], logs: Path, *, ready_s: float = 90,
+                    **options: object) -> Iterator[LocalCluster]:
+    """A cluster for a test module: started, ready, then stopped; every service must exit 0."""
+    instance = LocalCluster(settings, workers, start_mongo=False, log_dir=logs, **options)  # type: ignore[arg-type]
+    instance.start()
+    try:
+        instance.wait_ready(ready_s)
+        yield instance
+    finally:
+        codes = instance.stop()
+        cleanup(settings)
+        assert all(code == 0 for code in codes.values()), f"services did not drain cleanly: {codes}; logs in {logs}"
