@@ -41,6 +41,16 @@ def _print_issues(file: str, issues: list[Issue]) -> None:
         click.echo(issue.format(file), err=True)
 
 
+def _artifact_files(assignments: tuple[str, ...]) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for text in assignments:
+        name, sep, path = text.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=PATH, got {text!r}", param_hint="--artifact")
+        files[name] = Path(path)
+    return files
+
+
 plugins_option = click.option(
     "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
     help="Directory of plugin modules (repeatable; also THEODOLITE_PLUGINS).",
@@ -100,13 +110,7 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
     _print_issues(file, issues)
     if has_errors(issues):
         sys.exit(EXIT_INVALID)
-    files = {}
-    for text in artifacts:
-        name, sep, path = text.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected NAME=PATH, got {text!r}", param_hint="--artifact")
-        files[name] = Path(path)
-    artifact_values, problems = artifact_input_values(document, files)
+    artifact_values, problems = artifact_input_values(document, _artifact_files(artifacts))
     for problem in problems:
         click.echo(f"{file}:1: artifact_inputs: {problem}", err=True)
     if problems:

@@ -99,9 +99,10 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
 @click.option("--json", "as_json", is_flag=True, help="With --wait: print the result as `run --json` does.")
 @click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after this many seconds (exit 1).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes); stored in MongoDB.")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="With --wait: where artifact outputs are written (default .theodolite/runs/TIME/).")
 def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wait: bool, as_json: bool,
-           keep_going: bool, timeout_s: float | None, artifacts_dir: str | None) -> None:
+           keep_going: bool, timeout_s: float | None, artifacts: tuple[str, ...], artifacts_dir: str | None) -> None:
     """Send FILE to the planner as a job (validated here first)."""
     from services.cli import _parameters, _print_issues
     from shared.document import catalog_for, check_file
@@ -120,21 +121,30 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
     _print_issues(file, issues)
     if has_errors(issues):
         sys.exit(EXIT_INVALID)
-    if result.document.artifact_inputs:
-        click.echo(f"{file}:1: artifact_inputs: artifact inputs are not supported by the distributed mode yet; use `theodolite run`", err=True)
+    from services.cli import _artifact_files
+    from shared.execution.artifact_files import artifact_input_values
+
+    values, problems = artifact_input_values(result.document, _artifact_files(artifacts))
+    for problem in problems:
+        click.echo(f"{file}:1: artifact_inputs: {problem}", err=True)
+    if problems:
         sys.exit(EXIT_INVALID)
     text = Path(file).read_text(encoding="utf-8")
-    submission = JobSubmission(document=text, document_name=file, parameters=given, fail_fast=not keep_going)
-    sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s, artifacts_dir=artifacts_dir)))
+    submission = JobSubmission(document=text, document_name=file, parameters=given, fail_fast=not keep_going,
+                               artifacts=sorted(values))
+    sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s,
+                                 artifacts_dir=artifacts_dir, artifact_values=values)))
 
 
 async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None,
-                  artifacts_dir: str | None = None) -> int:
+                  artifacts_dir: str | None = None, artifact_values: dict[str, Any] | None = None) -> int:
     from services.client import Client
     from shared.distributed_errors import DistributedError, JobRejected
 
     try:
         async with Client(settings) as client:
+            if artifact_values:
+                await client.store.save_artifact_inputs(submission.job_id, artifact_values)
             job_id = await client.submit(submission)
             if not wait:
                 click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)

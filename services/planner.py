@@ -260,8 +260,10 @@ class Planner:
         if document is not None:
             values, issues = bind_parameters(document, submission.parameters, TypeRegistry(document.types))
             problems += [i.format(submission.document_name) for i in issues if has_errors([i])]
-            if document.artifact_inputs:
-                problems.append(f"{submission.document_name}:1: artifact_inputs: artifact inputs are not supported by the distributed mode yet; use `theodolite run`")
+            for name in document.artifact_inputs:
+                if name not in submission.artifacts:
+                    problems.append(f"{submission.document_name}:1: artifact_inputs.{name}: artifact input {name!r} was not provided "
+                                    "(submit --artifact NAME=PATH stores it before submitting)")
         if document is None or problems:
             await self.store.insert_rejected_job(job_id, submission.document_name, problems)
             await self._job_event(job_id, "failed", {"problems": problems, "reason": "invalid document"})

@@ -167,6 +167,7 @@ class Worker:
         self._inflight: dict[tuple[str, str, int], InFlight] = {}
         self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
         self._outputs: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._artifacts: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
         self._finished: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         """Steps this worker finished recently: a duplicate delivery of one is not run again."""
         self._writer = ResultWriter(self.store)
@@ -354,6 +355,8 @@ class Worker:
             missing = [name for name in needed if name not in upstream]
             if missing:
                 upstream.update(await self.store.upstream_outputs(dispatch.job_id, missing))
+            if job.document.artifact_inputs and referenced_steps(step, list(job.document.artifact_inputs)):
+                upstream.update(await self._artifact_inputs(dispatch.job_id))
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch.step, upstream)
         except Exception as error:  # noqa: BLE001 - reading inputs failed: the step fails
@@ -380,6 +383,16 @@ class Worker:
             except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
                 failure = error
         return Outcome(error=_error_dict(failure))
+
+    async def _artifact_inputs(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """A job's artifact inputs, read once per job (they never change)."""
+        cached = self._artifacts.get(job_id)
+        if cached is None:
+            cached = await self.store.load_artifact_inputs(job_id)
+            self._artifacts[job_id] = cached
+            while len(self._artifacts) > JOB_CACHE_SIZE:
+                self._artifacts.popitem(last=False)
+        return cached
 
     async def _job(self, job_id: str) -> JobRecord | None:
         future = self._jobs.get(job_id)

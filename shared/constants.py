@@ -72,4 +72,5 @@ def step_event_key(job_id: str) -> str:
 JOBS = "jobs"
 STEPS = "steps"
 EVENTS = "events"
+ARTIFACT_INPUTS = "artifact_inputs"
 GRIDFS_BUCKET = "values"

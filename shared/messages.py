@@ -39,6 +39,10 @@ class JobSubmission(_Message):
     document: str = Field(description="The job document's YAML/JSON text, validated again by the planner.")
     document_name: str = Field(default="job.yaml", max_length=500, description="Shown in FILE:LINE: problems.")
     parameters: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[str] = Field(default_factory=list, description=(
+        "Artifact inputs the submitter stored in MongoDB beforehand: collection artifact_inputs, "
+        "document _id = job_id, field values.<name> (codec trees). Every artifact input the document "
+        "declares must be listed."))
     fail_fast: bool = True
     submitted_at: float = Field(default_factory=time.time)
 

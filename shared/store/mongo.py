@@ -34,7 +34,7 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from shared import codec
-from shared.constants import EVENTS, GRIDFS_BUCKET, JOBS, STEPS
+from shared.constants import ARTIFACT_INPUTS, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
 from shared.distributed_errors import CodecError, StoreError
 from shared.document.model import JobDocument
 from shared.settings import Settings, redact_url
@@ -379,6 +379,22 @@ class Store:
         cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1})
         docs = [doc async for doc in cursor]
         return {doc["step"]: {"state": doc["state"], "outputs": await self.load_outputs(doc.get("outputs") or {}), "error": doc.get("error")} for doc in docs}
+
+    # artifact inputs ----------------------------------------------------------------------
+    async def save_artifact_inputs(self, job_id: str, values: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store a job's artifact inputs (name -> named outputs) before the job is submitted."""
+        trees: dict[str, Any] = {}
+        for name, outputs in values.items():
+            encoded = codec.encode(dict(outputs), threshold_bytes=self.settings.gridfs_threshold_bytes)
+            await self.upload(encoded.blobs)
+            trees[name] = encoded.tree
+        await self.db[ARTIFACT_INPUTS].replace_one({"_id": job_id}, {"_id": job_id, "values": trees}, upsert=True)
+
+    async def load_artifact_inputs(self, job_id: str) -> dict[str, dict[str, Any]]:
+        doc = await self.db[ARTIFACT_INPUTS].find_one({"_id": job_id})
+        if doc is None:
+            return {}
+        return {name: await self.load_outputs(tree) for name, tree in (doc.get("values") or {}).items()}
 
     # values -------------------------------------------------------------------------------
     async def load_outputs(self, tree: Mapping[str, Any]) -> dict[str, Any]:

@@ -133,3 +133,39 @@ def test_task_retries_and_timeouts_are_honoured(cluster: LocalCluster, tmp_path:
     assert result.status == "succeeded" and result.steps["retried"].outputs == {"value": 2.0}
     result = submit(cluster.settings, "graph:\n  slow:\n    too_slow: [3]\n")
     assert result.status == "failed" and result.error is not None and result.error.type == "StepTimeoutError"
+
+
+ARTIFACTS = """
+artifact_inputs:
+  weights: [{array: any}]
+  pair: [{left: any}, {right: any}]
+graph:
+  total: {sum_values: [[$pair.left, $pair.right]]}
+  echoed: {echo: [$weights]}
+artifact_outputs:
+  saved: {contents: $echoed, task: {name: array_to_npy}}
+  summary: {contents: $total, task: {name: value_to_json}}
+"""
+
+
+def test_artifact_inputs_and_outputs_through_submit_as_with_run(cluster: LocalCluster, tmp_path: Path) -> None:
+    env = {**os.environ, **cluster.settings.child_environment()}
+    np.save(tmp_path / "weights.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    (tmp_path / "pair.json").write_text("[10, 20]")
+    doc = tmp_path / "artifacts.yaml"
+    doc.write_text(ARTIFACTS)
+    inputs = ["--artifact", f"weights={tmp_path / 'weights.npy'}", "--artifact", f"pair={tmp_path / 'pair.json'}"]
+    outputs = {}
+    for command, extra in (("run", []), ("submit", ["--wait"])):
+        done = subprocess.run([sys.executable, "-m", "services.cli", command, str(doc), "--json", *extra, *inputs,
+                               "--artifacts-dir", str(tmp_path / command)],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs[command] = json.loads(done.stdout)
+    assert outputs["submit"]["steps"] == outputs["run"]["steps"]
+    assert outputs["submit"]["steps"]["total"]["outputs"] == {"total": 30}
+    for name in ("saved", "summary"):
+        assert Path(outputs["submit"]["artifacts"][name]).read_bytes() == Path(outputs["run"]["artifacts"][name]).read_bytes()
+    missing = subprocess.run([sys.executable, "-m", "services.cli", "submit", str(doc), "--wait"],
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert missing.returncode == 2 and "--artifact weights=PATH" in missing.stderr
