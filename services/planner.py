@@ -69,6 +69,7 @@ NOTICE_BATCH = 2000
 MAX_BATCH = 64
 MIN_MESSAGES = 32
 WRITE_PAUSE_S = 0.02
+EVENT_FLUSH_S = 0.05
 
 
 class StateWriter:
@@ -175,7 +176,7 @@ class Planner:
         self._catalog = catalog_for(None, self.plugin_dirs)
         self._reconciled_at = time.time()
         self._lease_scan_at = 0.0
-        self._background: set[asyncio.Future[None]] = set()
+        self._pending_events: dict[str, list[Event]] = defaultdict(list)
         self.writes = StateWriter(self.store)
 
     # lifecycle ----------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class Planner:
                 asyncio.create_task(self._job_loop(), name="planner-jobs"),
                 asyncio.create_task(self._notice_loop(), name="planner-notices"),
                 asyncio.create_task(self._tick_loop(), name="planner-tick"),
+                asyncio.create_task(self._event_loop(), name="planner-events"),
             ]
             log.info("planner %s ready (namespace %s, %d active jobs)", self.planner_id, self.settings.namespace, len(self.active))
             lost = asyncio.create_task(self.broker.lost.wait())
@@ -210,10 +212,9 @@ class Planner:
             await self.broker.stop_consuming()
             await self._drain()
             await self.writes.flush()
+            await self._flush_step_events()
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            if self._background:
-                await asyncio.gather(*self._background, return_exceptions=True)
             for task in [*loops, lost, stopped]:
                 task.cancel()
             await asyncio.gather(*loops, lost, stopped, return_exceptions=True)
@@ -578,21 +579,32 @@ class Planner:
 
     # events -------------------------------------------------------------------------------
     async def _job_event(self, job_id: str, state: str, detail: dict[str, Any]) -> None:
+        """A job's state change, after every step event of the job still buffered."""
         event = Event(type=f"job.{state}", job_id=job_id, state=state, detail=detail)
+        await self._flush_step_events(job_id)
         await self.store.record_events([event.model_dump()])
         await self._publish_event(event, job_event_key(job_id, state))
 
     async def _step_events(self, job_id: str, events: list[Event]) -> None:
-        """Step events are published off the critical path (confirmed in the background)."""
+        """Buffer step events; they go out per job every ``EVENT_FLUSH_S``, off the critical path."""
         if events:
-            task = asyncio.ensure_future(self._publish_event(EventBatch(job_id=job_id, events=events), step_event_key(job_id)))
-            self._background.add(task)
-            task.add_done_callback(self._event_done)
+            self._pending_events[job_id].extend(events)
 
-    def _event_done(self, task: asyncio.Future[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("publishing step events failed: %r", task.exception())
+    async def _event_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EVENT_FLUSH_S)
+            await self._flush_step_events()
+
+    async def _flush_step_events(self, job_id: str | None = None) -> None:
+        jobs = [job_id] if job_id is not None else list(self._pending_events)
+        for job in jobs:
+            events = self._pending_events.pop(job, None)
+            if not events:
+                continue
+            try:
+                await self._publish_event(EventBatch(job_id=job, events=events), step_event_key(job))
+            except Exception as error:  # noqa: BLE001 - events inform; MongoDB has the state
+                log.warning("publishing step events failed: %r", error)
 
     async def _publish_event(self, event: Event | EventBatch, key: str) -> None:
         await self.broker.publish(Outgoing(self.broker.names.events_exchange, key, encode(event), event.kind, persistent=False))
