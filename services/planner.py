@@ -277,7 +277,6 @@ class Planner:
         started_at = time.time()
 
         async def store_steps() -> None:
-            await self.store.insert_steps(job_id, document)
             await self.store.mark_queued(job_id, ready)
             await self.store.set_job_state(job_id, ["pending"], "running", started_at=started_at, planner=self.planner_id)
             await self._job_event(job_id, "running", {"steps": len(document.steps)})
@@ -316,8 +315,7 @@ class Planner:
         record = await self.store.load_job(job_id)
         if record is None:
             return
-        await self.store.insert_steps(job_id, record.document)  # a crash may have cut this short
-        records = await self.store.step_records(job_id)
+        records = await self.store.step_records(job_id)  # steps without a document are pending
         job = self._new_active(job_id, record.document, record.fail_fast)
         job.first_error = record.error
         stored = {name: core_state(r.state) for name, r in records.items()}
@@ -328,21 +326,22 @@ class Planner:
         to_queue = job.core.restore(stored)
         republish, first = [], []
         for name in to_queue:
-            state = records[name].state
+            state = records[name].state if name in records else "pending"
             if state == "running":
                 job.core.running(name)  # its worker holds a lease; expiry re-queues it
             elif state in ("queued", "waiting"):
                 republish.append(name)
             else:
                 first.append(name)
-        ended = [n for n, s in job.core.states().items() if s in (StepState.SKIPPED, StepState.CANCELLED) and records[n].state not in ("skipped", "cancelled")]
+        ended = [n for n, s in job.core.states().items()
+                 if s in (StepState.SKIPPED, StepState.CANCELLED) and (n not in records or records[n].state not in ("skipped", "cancelled"))]
         for state in (StepState.SKIPPED, StepState.CANCELLED):
             await self.store.mark_not_started(job_id, [n for n in ended if job.core.state(n) is state], state.value)
         await self.store.mark_queued(job_id, first)
         await self.store.set_job_state(job_id, ["pending"], "running", started_at=time.time())
         await self.store.set_job_state(job_id, ["running"], "running", planner=self.planner_id)
         log.info("resumed job %s: %d to publish, %d re-published, %d running elsewhere",
-                 job_id, len(first), len(republish), sum(1 for n in to_queue if records[n].state == "running"))
+                 job_id, len(first), len(republish), sum(1 for n in to_queue if n in records and records[n].state == "running"))
         await self._dispatch(job, first + republish)
         if job.core.finished:
             await self._finish_job(job)

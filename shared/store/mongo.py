@@ -4,11 +4,15 @@ Layout (database ``THEODOLITE_DB``):
 
 * ``jobs``: one document per job (``_id`` = job id): state, the validated document
   (zlib-compressed JSON), parameters, step names in document order, first error.
-* ``steps``: one document per step (``_id`` = ``job:step``, unique ``(job, step)``):
-  state, attempt, device, worker, lease, error, and — once succeeded — its encoded outputs.
-  The planner writes pending/queued/skipped states *after* publishing (off the critical
-  path), so a worker's writes are upserts that accept a step not yet marked queued (or not
-  yet inserted). A worker's final write is a compare-and-set: the step must be unfinished
+* ``steps``: one document per step that has *done* something (``_id`` = ``job:step``,
+  unique ``(job, step)``): state, attempt, device, worker, lease, error, and — once
+  succeeded — its encoded outputs. A step without a document is pending (or dispatched, see
+  ``dispatched``); writing 5,000 pending documents up front cost more than running 5,000 no-op
+  steps, so documents are created by the first write that concerns the step: a worker's claim
+  or result, or the planner marking it waiting, skipped or cancelled. Every such write is an
+  upsert guarded by the step's state.
+* ``dispatched``: one document per dispatch round of a job (``job``, ``steps``, ``at``): which
+  steps the planner has queued, for monitors (``queued_steps``); written after publishing. A worker's final write is a compare-and-set: the step must be unfinished
   at an attempt no newer than the worker's (or running under the worker's own attempt).
   A redelivered step finds the step finished and records nothing; a late duplicate of an
   older attempt matches nothing and cannot overwrite the newer one (the upsert then hits
@@ -34,7 +38,7 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from shared import codec
-from shared.constants import ARTIFACT_INPUTS, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
+from shared.constants import ARTIFACT_INPUTS, DISPATCHED, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
 from shared.distributed_errors import CodecError, StoreError
 from shared.document.model import JobDocument
 from shared.settings import Settings, redact_url
@@ -142,6 +146,7 @@ class Store:
         await steps.create_index([("state", 1), ("lease_until", 1)])
         await self.db[JOBS].create_index([("state", 1)])
         await self.db[EVENTS].create_index([("job_id", 1), ("at", 1)])
+        await self.db[DISPATCHED].create_index([("job", 1)])
 
     # jobs ---------------------------------------------------------------------------------
     async def insert_job(
@@ -218,14 +223,27 @@ class Store:
         }
 
     async def mark_queued(self, job_id: str, names: Sequence[str]) -> None:
-        """First dispatch of steps that just became ready: pending -> queued, attempt 1."""
-        if not names:
-            return
-        update = {"$set": {"state": "queued", "attempt": 1, "queued_at": time.time()}}
-        if len(names) == 1:  # the common case of a chain: the cheapest write
-            await self.db[STEPS].update_one({"_id": step_id(job_id, names[0]), "state": "pending"}, update)
-            return
-        await self.db[STEPS].update_many({"_id": {"$in": [step_id(job_id, n) for n in names]}, "state": "pending"}, update)
+        """Record a dispatch round: one document, however many steps (see the module docstring)."""
+        for start in range(0, len(names), 10000):
+            await self.db[DISPATCHED].insert_one({"job": job_id, "steps": list(names[start:start + 10000]), "at": time.time()})
+
+    async def queued_steps(self, job_id: str) -> set[str]:
+        """Steps dispatched and not yet finished (pending steps have no document at all)."""
+        dispatched = {name async for doc in self.db[DISPATCHED].find({"job": job_id}, {"steps": 1}) for name in doc["steps"]}
+        finished = {doc["step"] async for doc in self.db[STEPS].find({"job": job_id, "state": {"$in": list(FINAL_STEP_STATES)}}, {"step": 1})}
+        return dispatched - finished
+
+    async def _upsert_unstarted(self, job_id: str, names: Sequence[str], states: Sequence[str], fields: Mapping[str, Any]) -> None:
+        """Set ``fields`` on steps that are absent or in one of ``states``; others are left alone."""
+        for start in range(0, len(names), 5000):
+            ops = [UpdateOne({"_id": step_id(job_id, n), "state": {"$in": list(states)}},
+                             {"$set": {"job": job_id, "step": n, **fields}, "$setOnInsert": {"attempt": 0}}, upsert=True)
+                   for n in names[start:start + 5000]]
+            try:
+                await self.db[STEPS].bulk_write(ops, ordered=False)
+            except BulkWriteError as error:
+                if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
+                    raise StoreError(f"updating the steps of job {job_id} failed: {error}") from error
 
     async def requeue(self, job_id: str, step: str, attempt: int, *, reason: str) -> int | None:
         """A lost claim (expired lease): running/queued attempt N -> queued attempt N+1."""
@@ -241,20 +259,16 @@ class Store:
         """Skip or cancel steps that have not started (a claimed step keeps running)."""
         if not names:
             return
-        now = time.time()
-        for start in range(0, len(names), 5000):
-            chunk = names[start:start + 5000]
-            await self.db[STEPS].update_many(
-                {"_id": {"$in": [step_id(job_id, n) for n in chunk]}, "state": {"$in": list(NOT_STARTED_STATES)}},
-                {"$set": {"state": state, "finished_at": now}},
-            )
+        await self._upsert_unstarted(job_id, names, NOT_STARTED_STATES, {"state": state, "finished_at": time.time()})
 
     async def set_waiting(self, job_id: str, names: Sequence[str], waiting: bool) -> None:
         if not names:
             return
-        before, after = ("queued", "waiting") if waiting else ("waiting", "queued")
+        if waiting:
+            await self._upsert_unstarted(job_id, names, ("pending", "queued"), {"state": "waiting"})
+            return
         await self.db[STEPS].update_many(
-            {"_id": {"$in": [step_id(job_id, n) for n in names]}, "state": before}, {"$set": {"state": after}},
+            {"_id": {"$in": [step_id(job_id, n) for n in names]}, "state": "waiting"}, {"$set": {"state": "queued"}},
         )
 
     async def fail_step(self, job_id: str, step: str, error: Mapping[str, Any]) -> bool:
