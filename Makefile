@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.theodolite-installed
 DEMO ?= $(if $(wildcard examples/fgm.yaml),examples/fgm.yaml,examples/hello.yaml)
 
-.PHONY: setup demo test unit services bench clean
+.PHONY: setup demo test unit lint services bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -28,8 +28,12 @@ demo: setup
 services:
 	bash scripts/ensure-rabbitmq.sh
 
-test: setup services
+test: setup services lint
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

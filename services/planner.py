@@ -50,6 +50,7 @@ from shared.messages import (
     JobSubmission,
     StepBatch,
     StepDispatch,
+    StepErrorInfo,
     StepNotice,
     StepRef,
     encode,
@@ -203,9 +204,9 @@ class Planner:
             lost = asyncio.create_task(self.broker.lost.wait())
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([lost, stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
-            for task in loops:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            for loop in loops:
+                if loop.done() and loop.exception() is not None:
+                    raise loop.exception()  # type: ignore[misc]
             if lost.done() and not stopped.done():
                 raise ConnectionError("lost the RabbitMQ connection")
             log.info("planner draining")
@@ -537,7 +538,8 @@ class Planner:
                 error = doc.get("error") or None
                 missing.append(StepNotice(job_id=doc["job"], step=doc["step"], attempt=max(1, int(doc.get("attempt", 1))),
                                           outcome=doc["state"], worker_id=str(doc.get("worker") or "unknown"),
-                                          error={"type": error.get("type", "Error"), "message": error.get("message", "")} if error else None))
+                                          error=StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", "")))
+                                          if error else None))
         if missing:
             log.warning("applying %d completion(s) found in MongoDB without a notice", len(missing))
             await self.apply_notices(missing)
@@ -568,7 +570,8 @@ class Planner:
                     await self.store.record_events([{"type": "step.dead_lettered", "job_id": dispatch.job_id, "step": dispatch.step,
                                                      "reason": reason, "at": time.time()}])
                     await self.apply_notices([StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
-                                                         outcome="failed", worker_id="dead-letter", error=error)])
+                                                         outcome="failed", worker_id="dead-letter",
+                                                         error=StepErrorInfo(type=error["type"], message=error["message"]))])
 
     async def _record_rejection(self, message: AbstractIncomingMessage, reason: str) -> None:
         detail = {"type": "message.rejected", "queue": message.routing_key, "reason": reason,
@@ -627,5 +630,5 @@ def _death_reason(message: AbstractIncomingMessage) -> str:
     deaths = (message.headers or {}).get("x-death") or []
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         first = deaths[0]
-        return f"{first.get('reason')} from {first.get('queue')} (count {first.get('count')})"
+        return f"{first.get('reason')!s} from {first.get('queue')!s} (count {first.get('count')!s})"
     return str((message.headers or {}).get("x-first-death-reason", "unknown"))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.distributed_errors import MessageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 _NAME = r"^[A-Za-z0-9_.:-]{1,200}$"
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
 StepName = Annotated[str, Field(min_length=1, max_length=1000)]

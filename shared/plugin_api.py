@@ -19,7 +19,7 @@ DEFAULT_DEVICE = "cpu"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OutputsArg = str | Sequence[str] | Mapping[str, str] | Sequence[Mapping[str, str]] | None
+OutputsArg = str | Mapping[str, str] | Sequence[str | Mapping[str, str]] | None
 
 
 class OutputSpec(BaseModel):

@@ -243,8 +243,8 @@ def _task_from_function(
                 function=node.name,
                 outputs=normalize_outputs(options.get("outputs")),  # type: ignore[arg-type]
                 device=str(options.get("device", "cpu")),
-                retries=options.get("retries", 0),  # type: ignore[arg-type]
-                timeout_s=options.get("timeout"),  # type: ignore[arg-type]
+                retries=options.get("retries", 0),
+                timeout_s=options.get("timeout"),
             )
         except (ValidationError, ValueError, TypeError) as error:
             return f"{module}.{node.name}: bad @task options ({file}:{node.lineno}): {error}"

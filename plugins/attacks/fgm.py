@@ -47,8 +47,8 @@ def fgm_attack(
 
     norm = parse_norm(norm)
     x = features_of(data).astype(np.float32)
-    targets = target_labels(model, data, x, target) if targeted else None
-    labels = targets if targeted else reference_labels(model, data, x, use_labels)
+    labels = target_labels(model, data, x, target) if targeted else reference_labels(model, data, x, use_labels)
+    targets = labels if targeted else None
     direction_fn = jitted_direction(str(model["kind"]), norm, bool(targeted))
     params = to_device(model["params"])
     chunks = [

@@ -65,8 +65,8 @@ def pgd_attack(
 
     norm = parse_norm(norm)
     x = features_of(data).astype(np.float32)
-    targets = target_labels(model, data, x, target) if targeted else None
-    labels = targets if targeted else reference_labels(model, data, x, use_labels)
+    labels = target_labels(model, data, x, target) if targeted else reference_labels(model, data, x, use_labels)
+    targets = labels if targeted else None
     run = _pgd_runner(str(model["kind"]), norm, bool(targeted), bool(random_init))
     params = to_device(model["params"])
     base_key = jax.random.PRNGKey(int(seed))

@@ -23,6 +23,6 @@ def init_jax_backend(seed: int = 0, enable_x64: bool = False) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(device) for device in jax.devices()],
         "device_count": jax.device_count(),
-        "x64": bool(jax.config.jax_enable_x64),
+        "x64": bool(jax.config.read("jax_enable_x64")),
         "jax_version": jax.__version__,
     }

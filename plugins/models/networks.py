@@ -82,7 +82,7 @@ def logits_numpy(model: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -
     forward = jitted_logits(str(model["kind"]))
     params = to_device(model["params"])
     x = np.asarray(x, dtype=np.float32)
-    out = [np.asarray(forward(params, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    out = [np.asarray(forward(params, jnp.asarray(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
     if not out:
         return np.zeros((0, int(model["config"]["num_classes"])), dtype=np.float32)
     return np.concatenate(out)
