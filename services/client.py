@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -21,6 +21,7 @@ from shared.distributed_errors import BrokerError, JobRejected
 from shared.document.artifact_steps import ARTIFACT_OUTPUT, ARTIFACT_STEP_PREFIX, is_artifact_step
 from shared.execution.result import JobResult, StepError, StepReport
 from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
+from shared.resource import AsyncResource
 from shared.settings import Settings
 from shared.store import Store
 from shared.store.states import FINAL_JOB_STATES
@@ -29,7 +30,7 @@ from shared.transport import Broker, Outgoing
 POLL_S = 1.0
 
 
-class Client:
+class Client(AsyncResource):
     """Owns a broker connection and a store client for submitting and awaiting jobs."""
 
     def __init__(self, settings: Settings) -> None:
@@ -40,12 +41,6 @@ class Client:
         self._waiters: dict[str, asyncio.Future[str]] = {}
         self._listeners: dict[str, Callable[[Event], None]] = {}
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def open(self) -> None:
         await self.store.open()

@@ -28,7 +28,7 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import bson
 from bson import Binary, ObjectId
@@ -41,6 +41,7 @@ from shared import codec
 from shared.constants import ARTIFACT_INPUTS, DISPATCHED, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
 from shared.distributed_errors import CodecError, StoreError
 from shared.document.model import JobDocument
+from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.store.states import ACTIVE_JOB_STATES, FINAL_STEP_STATES, NOT_STARTED_STATES
 
@@ -98,7 +99,7 @@ class StepRecord:
     error: dict[str, Any] | None = None
 
 
-class Store:
+class Store(AsyncResource):
     """Owns one AsyncMongoClient (create it inside the event loop that uses it)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -107,12 +108,6 @@ class Store:
         self._bucket: AsyncGridFSBucket | None = None
 
     # lifecycle ----------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def open(self) -> None:
         if self._client is not None:

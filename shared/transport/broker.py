@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -26,6 +26,7 @@ from aio_pika.abc import (
 
 from shared.constants import CONTENT_TYPE, HEADER_KIND, Names
 from shared.distributed_errors import BrokerError
+from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.transport.topology import declare_core_queues, declare_exchanges
 
@@ -42,7 +43,7 @@ class Outgoing:
     message_id: str | None = None
 
 
-class Broker:
+class Broker(AsyncResource):
     def __init__(self, settings: Settings, *, name: str) -> None:
         self.settings = settings
         self.names = Names(settings.namespace)
@@ -55,12 +56,6 @@ class Broker:
         self.lost = asyncio.Event()
         """Set when the connection closes without ``close()`` being called."""
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def open(self, *, declare_core: bool = True) -> None:
         if self._connection is not None:

@@ -18,6 +18,7 @@ from services.client import Client
 from services.cluster import LocalCluster
 from shared.settings import Settings
 from tests.integration import documents
+from tests.support.artifact_job import write_job
 from tests.support.distributed import ROOT, TEST_PLUGINS, make_settings, running_cluster
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
@@ -135,26 +136,10 @@ def test_task_retries_and_timeouts_are_honoured(cluster: LocalCluster, tmp_path:
     assert result.status == "failed" and result.error is not None and result.error.type == "StepTimeoutError"
 
 
-ARTIFACTS = """
-artifact_inputs:
-  weights: [{array: any}]
-  pair: [{left: any}, {right: any}]
-graph:
-  total: {sum_values: [[$pair.left, $pair.right]]}
-  echoed: {echo: [$weights]}
-artifact_outputs:
-  saved: {contents: $echoed, task: {name: array_to_npy}}
-  summary: {contents: $total, task: {name: value_to_json}}
-"""
-
 
 def test_artifact_inputs_and_outputs_through_submit_as_with_run(cluster: LocalCluster, tmp_path: Path) -> None:
     env = {**os.environ, **cluster.settings.child_environment()}
-    np.save(tmp_path / "weights.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
-    (tmp_path / "pair.json").write_text("[10, 20]")
-    doc = tmp_path / "artifacts.yaml"
-    doc.write_text(ARTIFACTS)
-    inputs = ["--artifact", f"weights={tmp_path / 'weights.npy'}", "--artifact", f"pair={tmp_path / 'pair.json'}"]
+    doc, inputs = write_job(tmp_path)
     outputs = {}
     for command, extra in (("run", []), ("submit", ["--wait"])):
         done = subprocess.run([sys.executable, "-m", "services.cli", command, str(doc), "--json", *extra, *inputs,

@@ -137,23 +137,10 @@ def test_installed_console_script_runs_outside_the_source_tree(docs, tmp_path) -
 def test_artifact_inputs_and_outputs_through_files(tmp_path) -> None:
     import numpy as np
 
-    np.save(tmp_path / "weights.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
-    (tmp_path / "pair.json").write_text("[10, 20]")
-    doc = tmp_path / "a.yaml"
-    doc.write_text("""
-artifact_inputs:
-  weights: [{array: any}]
-  pair: [{left: any}, {right: any}]
-graph:
-  total: {sum_values: [[$pair.left, $pair.right]]}
-  echoed: {echo: [$weights]}
-artifact_outputs:
-  saved: {contents: $echoed, task: {name: array_to_npy}}
-  summary: {contents: $total, task: {name: value_to_json}}
-""")
-    out_dir = tmp_path / "out"
-    code, out, err = cli("run", str(doc), "--json", "--artifact", f"weights={tmp_path / 'weights.npy'}",
-                         "--artifact", f"pair={tmp_path / 'pair.json'}", "--artifacts-dir", str(out_dir))
+    from tests.support.artifact_job import write_job
+
+    doc, inputs = write_job(tmp_path)
+    code, out, err = cli("run", str(doc), "--json", *inputs, "--artifacts-dir", str(tmp_path / "out"))
     assert code == 0, err
     payload = json.loads(out)
     assert payload["steps"]["total"]["outputs"] == {"total": 30}
