@@ -13,43 +13,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
+from services.job_input import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    PluginDemand,
+    check_job,
+    print_issues,
+    refuse,
+)
 from shared.document import catalog_for, check_file
-from shared.document.issues import Issue, has_errors
-from shared.document.parameters import bind_parameters, parse_assignment
-from shared.document.types import TypeRegistry
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-def _parameters(values: tuple[str, ...]) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    for text in values:
-        try:
-            name, value = parse_assignment(text)
-        except ValueError as problem:
-            raise click.BadParameter(str(problem), param_hint="-p") from None
-        given[name] = value
-    return given
-
-
-def _print_issues(file: str, issues: list[Issue]) -> None:
-    for issue in issues:
-        click.echo(issue.format(file), err=True)
-
-
-def _artifact_files(assignments: tuple[str, ...]) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for text in assignments:
-        name, sep, path = text.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=PATH, got {text!r}", param_hint="--artifact")
-        files[name] = Path(path)
-    return files
-
+from shared.document.issues import has_errors
 
 plugins_option = click.option(
     "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
@@ -68,14 +45,17 @@ def main() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @params_option
 @plugins_option
-def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...]) -> None:
-    """Check FILE without running anything; every problem as FILE:LINE: path: message."""
-    result = check_file(file, catalog_for(file, plugin_dirs))
-    issues = list(result.issues)
-    if result.document is not None:
-        _, bound = bind_parameters(result.document, _parameters(params), TypeRegistry(result.document.types), require_all=False)
-        issues += result.locate(bound)
-    _print_issues(file, issues)
+@click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1), e.g. a plugin module not on this plugin path.")
+def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], strict: bool) -> None:
+    """Check FILE without running anything; every problem as FILE:LINE: path: message.
+
+    FILE is judged on its own, as Dioptra's validator judges it: a plugin module that is not
+    on this machine's plugin path is a warning (workers elsewhere may hold it), an error with
+    --strict. Exit 0 valid, 1 invalid.
+    """
+    demand = PluginDemand.STRICT if strict else PluginDemand.DOCUMENT_ONLY
+    _, issues = check_job(file, params, plugin_dirs, demand, require_all=False)
+    print_issues(file, issues)
     sys.exit(EXIT_FAILED if has_errors(issues) else EXIT_OK)
 
 
@@ -84,7 +64,7 @@ def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...]) -
 @click.option("--local", is_flag=True, default=True, help="Run in this process (the default).")
 @params_option
 @plugins_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result (or the problems) on stdout.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Steps run at once (default: max(4, CPUs)).")
 @click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
 @click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes).")
@@ -93,48 +73,40 @@ def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...]) -
 def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str, ...], as_json: bool,
         concurrency: int | None, keep_going: bool, artifacts: tuple[str, ...], artifacts_dir: str | None,
         progress: bool | None) -> None:
-    """Run FILE's whole graph in this process, independent steps concurrently."""
-    from services.display import print_table, run_with_progress, stderr_is_terminal
-    from shared.execution.artifact_files import artifact_input_values, write_artifact_outputs
+    """Run FILE's whole graph in this process, independent steps concurrently.
+
+    Exit 0 succeeded, 1 failed at run time, 2 invalid (every plugin module must be found here).
+    """
+    from services.display import run_with_progress, stderr_is_terminal
+    from services.result_table import print_result
+    from shared.execution.artifact_files import write_artifact_outputs
     from shared.execution.local import DEFAULT_CONCURRENCY, LocalExecutor
+    from shared.execution.result import StepError
     from shared.plugin_registry import PluginRegistry
 
-    catalog = catalog_for(file, plugin_dirs)
-    result = check_file(file, catalog)
-    _print_issues(file, result.issues)
-    if result.document is None:
-        sys.exit(EXIT_INVALID)
-    document = result.document
-    values, issues = bind_parameters(document, _parameters(params), TypeRegistry(document.types))
-    issues = result.locate(issues)
-    _print_issues(file, issues)
-    if has_errors(issues):
-        sys.exit(EXIT_INVALID)
-    artifact_values, problems = artifact_input_values(document, _artifact_files(artifacts))
-    for problem in problems:
-        click.echo(f"{file}:1: artifact_inputs: {problem}", err=True)
-    if problems:
-        sys.exit(EXIT_INVALID)
-
+    prepared, issues = check_job(file, params, plugin_dirs, PluginDemand.RUN_HERE, artifacts=artifacts)
+    if prepared is None:
+        refuse(file, issues, as_json=as_json)
+    print_issues(file, issues)
+    document, catalog = prepared.document, prepared.catalog
     with PluginRegistry([*catalog.search_dirs, *catalog.extra_dirs]) as registry:
         executor = LocalExecutor(
-            document, values, registry, concurrency=concurrency or DEFAULT_CONCURRENCY,
-            fail_fast=not keep_going, artifact_values=artifact_values,
+            document, prepared.values, registry, concurrency=concurrency or DEFAULT_CONCURRENCY,
+            fail_fast=not keep_going, artifact_values=prepared.artifact_values,
         )
         show = stderr_is_terminal() if progress is None else progress
         outcome = asyncio.run(run_with_progress(executor, show=show))
         if outcome.status == "succeeded" and document.artifact_outputs:
             target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
             try:
-                outcome.artifacts = write_artifact_outputs(document, values, executor.job.outputs, registry, target)
+                outcome.artifacts = write_artifact_outputs(document, prepared.values, executor.job.outputs, registry, target)
             except Exception as error:  # noqa: BLE001 - reported as the run's failure
                 outcome.status = "failed"
-                from shared.execution.result import StepError
                 outcome.error = StepError(step="artifact_outputs", type=type(error).__name__, message=str(error))
     if as_json:
         click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
     else:
-        print_table(outcome, executor)
+        print_result(outcome)
         for name, path in (outcome.artifacts or {}).items():
             click.echo(f"artifact {name}: {path}")
     sys.exit(EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED)
@@ -149,7 +121,7 @@ def graph(file: str, fmt: str, plugin_dirs: tuple[str, ...]) -> None:
     from shared.document.render import to_dot, to_mermaid
 
     result = check_file(file, catalog_for(file, plugin_dirs))
-    _print_issues(file, result.issues)
+    print_issues(file, result.issues)
     if result.document is None:
         sys.exit(EXIT_INVALID)
     click.echo(to_mermaid(result.document) if fmt == "mermaid" else to_dot(result.document), nl=False)

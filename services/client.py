@@ -129,7 +129,10 @@ class Client(AsyncResource):
                 if ARTIFACT_OUTPUT in outputs:
                     payloads[name[len(ARTIFACT_STEP_PREFIX):]] = outputs[ARTIFACT_OUTPUT]
                 continue
-            reports[name] = StepReport(status=state, outputs=outputs)
+            record = steps.get(name, {})
+            error_doc = record.get("error") or {}
+            reports[name] = StepReport(status=state, outputs=outputs, duration_s=record.get("duration_s"),
+                                       traceback=error_doc.get("traceback") if isinstance(error_doc, dict) else None)
         error = doc.get("error")
         return JobResult(status=doc["state"], steps=reports, artifact_payloads=payloads,
                          error=StepError(step=error["step"], type=error["type"], message=error["message"]) if error else None)

@@ -96,49 +96,46 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter; VALUE is read as YAML.")
 @plugins_option
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit 0 succeeded, 1 failed, 2 invalid.")
-@click.option("--json", "as_json", is_flag=True, help="With --wait: print the result as `run --json` does.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the job id, or with --wait the result as `run --json` does.")
 @click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after this many seconds (exit 1).")
 @click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes); stored in MongoDB.")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="With --wait: where artifact outputs are written (default .theodolite/runs/TIME/).")
+@click.option("--progress/--no-progress", default=None, help="With --wait: live progress on stderr (default: when stderr is a terminal).")
 def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wait: bool, as_json: bool,
-           keep_going: bool, timeout_s: float | None, artifacts: tuple[str, ...], artifacts_dir: str | None) -> None:
-    """Send FILE to the planner as a job (validated here first)."""
-    from services.cli import _parameters, _print_issues
-    from shared.document import catalog_for, check_file
-    from shared.document.issues import has_errors
-    from shared.document.parameters import bind_parameters
-    from shared.document.types import TypeRegistry
+           keep_going: bool, timeout_s: float | None, artifacts: tuple[str, ...], artifacts_dir: str | None,
+           progress: bool | None) -> None:
+    """Send FILE to the planner as a job (validated here first).
+
+    A plugin module this machine does not have is a warning: the cluster's workers may hold it.
+    With --wait, prints what `run` prints (progress, the step table, the metrics).
+    """
+    from services.display import stderr_is_terminal
+    from services.job_input import PluginDemand, check_job, print_issues, refuse
     from shared.messages import JobSubmission
 
     settings = _settings()
-    result = check_file(file, catalog_for(file, plugin_dirs))
-    _print_issues(file, result.issues)
-    if result.document is None:
-        sys.exit(EXIT_INVALID)
-    given = _parameters(params)
-    _, issues = bind_parameters(result.document, given, TypeRegistry(result.document.types))
-    _print_issues(file, issues)
-    if has_errors(issues):
-        sys.exit(EXIT_INVALID)
-    from services.cli import _artifact_files
-    from shared.execution.artifact_files import artifact_input_values
-
-    values, problems = artifact_input_values(result.document, _artifact_files(artifacts))
-    for problem in problems:
-        click.echo(f"{file}:1: artifact_inputs: {problem}", err=True)
-    if problems:
-        sys.exit(EXIT_INVALID)
+    prepared, issues = check_job(file, params, plugin_dirs, PluginDemand.DOCUMENT_ONLY, artifacts=artifacts)
+    if prepared is None:
+        refuse(file, issues, as_json=as_json)
+    print_issues(file, issues)
     text = Path(file).read_text(encoding="utf-8")
-    submission = JobSubmission(document=text, document_name=file, parameters=given, fail_fast=not keep_going,
-                               artifacts=sorted(values))
+    submission = JobSubmission(document=text, document_name=file, parameters=prepared.given, fail_fast=not keep_going,
+                               artifacts=sorted(prepared.artifact_values))
+    show = stderr_is_terminal() if progress is None else progress
+    tasks = {name: step.task for name, step in prepared.document.steps.items()}
+    total = len(tasks) + len(prepared.document.artifact_outputs)
     sys.exit(asyncio.run(_submit(settings, submission, wait=wait, as_json=as_json, timeout_s=timeout_s,
-                                 artifacts_dir=artifacts_dir, artifact_values=values)))
+                                 artifacts_dir=artifacts_dir, artifact_values=prepared.artifact_values,
+                                 show_progress=show, step_tasks=tasks, total_steps=total)))
 
 
 async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None,
-                  artifacts_dir: str | None = None, artifact_values: dict[str, Any] | None = None) -> int:
+                  artifacts_dir: str | None = None, artifact_values: dict[str, Any] | None = None,
+                  show_progress: bool = False, step_tasks: dict[str, str] | None = None, total_steps: int = 0) -> int:
     from services.client import Client
+    from services.display import follow_with_progress
+    from services.result_table import print_result
     from shared.distributed_errors import DistributedError, JobRejected
 
     try:
@@ -151,7 +148,9 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
                 return EXIT_OK
             click.echo(f"job {job_id} submitted", err=True)
             try:
-                outcome = await client.wait(job_id, timeout_s=timeout_s)
+                outcome = await follow_with_progress(
+                    lambda on_event: client.wait(job_id, timeout_s=timeout_s, on_event=on_event),
+                    total=total_steps, show=show_progress)
             except JobRejected as rejected:
                 for problem in rejected.problems:
                     click.echo(problem, err=True)
@@ -171,8 +170,9 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
         click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
     else:
         for name, report in outcome.steps.items():
-            click.echo(f"{report.status:10} {name}")
-        click.echo(f"job {job_id}: {outcome.status}" + (f" ({outcome.error.step}: {outcome.error.type}: {outcome.error.message})" if outcome.error else ""))
+            report.task = report.task or (step_tasks or {}).get(name)
+        print_result(outcome)
+        click.echo(f"job {job_id}: {outcome.status}", err=True)
         for name, path in (outcome.artifacts or {}).items():
             click.echo(f"artifact {name}: {path}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED

@@ -9,10 +9,12 @@ catalog vouched for, and checks the decorator again on the real function.
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -51,6 +53,25 @@ class ModuleProblem:
 
     module: str
     file: Path
+    message: str
+
+
+class CoordinateVerdict(Enum):
+    """Why a plugin coordinate names no task."""
+
+    MODULE_NOT_FOUND = "module-not-found"
+    """Not on this plugin path: a warning in ``validate``, a refusal before ``run``."""
+    NOT_A_TASK = "not-a-task"
+    """Found (or part of Python), but not ``@task``-decorated: an error everywhere."""
+    UNREADABLE = "unreadable"
+    """Found but cannot be read or parsed: an error everywhere."""
+
+
+@dataclass(frozen=True)
+class CoordinateProblem:
+    """A plugin coordinate that names no registered task, and why."""
+
+    verdict: CoordinateVerdict
     message: str
 
 
@@ -97,32 +118,56 @@ class PluginCatalog:
         parts = module.split(".")
         if not all(part.isidentifier() for part in parts):
             return None
-        for root in self.path:
+        roots = self.path
+        if self.include_builtin and parts[0] == BUILTIN_PACKAGE:
+            roots = [builtin_plugins_root(), *roots]
+        for root in roots:
             base = root.joinpath(*parts)
             for candidate in (base.with_suffix(".py"), base / "__init__.py"):
                 if candidate.is_file():
                     return candidate
         return None
 
-    def lookup_coordinate(self, coordinate: str) -> CatalogTask | str:
-        """The task at ``package.module.function``, or a sentence saying why there is none."""
+    def lookup_coordinate(self, coordinate: str) -> CatalogTask | CoordinateProblem:
+        """The task at ``package.module.function``, or a problem saying why there is none.
+
+        A module that is not on the plugin path is :attr:`CoordinateVerdict.MODULE_NOT_FOUND`
+        (another machine's workers may hold it); one that is found, or is part of Python or an
+        installed package, whose function is not a ``@task`` is
+        :attr:`CoordinateVerdict.NOT_A_TASK` (the security boundary, refused everywhere).
+        """
         module, _, function = coordinate.rpartition(".")
         file = self.find_module_file(module)
         if file is None:
-            return (
-                f"no plugin module {module!r} was found on the plugin path "
-                "(--plugins, THEODOLITE_PLUGINS, the document's folder, the working directory)"
+            if _is_python_module(module):
+                return CoordinateProblem(
+                    CoordinateVerdict.NOT_A_TASK,
+                    f"{coordinate!r} is not a registered plugin task: {module!r} is a module of Python "
+                    "or of an installed package, not a plugin module; only functions decorated with "
+                    "@task in plugin modules can be called",
+                )
+            return CoordinateProblem(
+                CoordinateVerdict.MODULE_NOT_FOUND,
+                f"no plugin module {module!r} was found on this plugin path ({self.describe_path()}); "
+                "workers that hold it can still run the task",
             )
         info = self._read(module, file)
         if info.problem is not None:
-            return info.problem.message
+            return CoordinateProblem(CoordinateVerdict.UNREADABLE, info.problem.message)
         found = info.tasks.get(function)
         if found is None:
-            return (
+            return CoordinateProblem(
+                CoordinateVerdict.NOT_A_TASK,
                 f"{coordinate!r} is not a registered plugin task: module {module!r} has no "
-                f"function {function!r} decorated with @task"
+                f"function {function!r} decorated with @task",
             )
         return found
+
+    def describe_path(self) -> str:
+        """The plugin directories searched (built-ins and sys.path left out), for messages."""
+        shown = [str(d) for d in [*self.search_dirs, *self.extra_dirs]]
+        shown.append("the built-in 'plugins' package")
+        return ", ".join(dict.fromkeys(shown))
 
     # short names -------------------------------------------------------------------------
     def lookup_short_name(self, name: str) -> list[CatalogTask]:
@@ -279,11 +324,22 @@ def _annotation_type(annotation: ast.expr | None) -> str:
     return "any"
 
 
+def _is_python_module(module: str) -> bool:
+    """Whether the top-level package is part of Python or installed (located, not imported)."""
+    top = module.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.machinery.PathFinder.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def describe(tasks: Iterable[CatalogTask]) -> str:
     return ", ".join(sorted(task.spec.coordinate for task in tasks))
 
 
 __all__ = [
-    "CatalogTask", "InputDef", "ModuleProblem", "OutputSpec", "PluginCatalog",
+    "CatalogTask", "CoordinateProblem", "CoordinateVerdict", "InputDef", "ModuleProblem", "OutputSpec", "PluginCatalog",
     "builtin_plugins_root", "describe", "plugin_dirs_from_env",
 ]

@@ -1,8 +1,9 @@
 """Run-time plugin loading: import a module, take the function, insist it is a task.
 
-Only coordinates the static catalog has vouched for reach this module during a run, so
-documents cannot make theodolite import arbitrary modules. Import failures are reported
-with the module's name and the original error.
+:meth:`PluginRegistry.load` asks the static catalog first and imports only coordinates it
+vouches for, so a document cannot make a runner or worker import an arbitrary module (a
+validator elsewhere may have passed a module it could not see). Failures name the module
+and either the plugin path searched or the original import error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Self
 
 from shared.errors import PluginLoadError
 from shared.plugin_api import TaskSpec, spec_of
+from shared.plugin_catalog import CoordinateProblem, CoordinateVerdict, PluginCatalog
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,10 @@ class PluginRegistry:
     plugin_dirs: Sequence[Path] = ()
     _loaded: dict[str, LoadedTask] = field(default_factory=dict)
     _added: list[str] = field(default_factory=list)
+    _catalog: PluginCatalog = field(init=False)
 
     def __post_init__(self) -> None:
+        self._catalog = PluginCatalog(search_dirs=[Path(d) for d in self.plugin_dirs])
         for directory in reversed([str(Path(d).resolve()) for d in self.plugin_dirs]):
             if directory not in sys.path:
                 sys.path.insert(0, directory)
@@ -53,9 +57,24 @@ class PluginRegistry:
     def load(self, coordinate: str) -> LoadedTask:
         loaded = self._loaded.get(coordinate)
         if loaded is None:
+            self._vouch(coordinate)
             loaded = load_task(coordinate)
             self._loaded[coordinate] = loaded
         return loaded
+
+
+    def _vouch(self, coordinate: str) -> None:
+        """Refuse, before importing anything, what the catalog does not know as a task."""
+        module_name = coordinate.rpartition(".")[0]
+        found = self._catalog.lookup_coordinate(coordinate)
+        if isinstance(found, CoordinateProblem):
+            if found.verdict is CoordinateVerdict.MODULE_NOT_FOUND:
+                raise PluginLoadError(
+                    module_name,
+                    f"no plugin module {module_name!r} on this plugin path "
+                    f"({self._catalog.describe_path()}, then sys.path)",
+                )
+            raise PluginLoadError(coordinate, found.message)
 
 
 def load_task(coordinate: str) -> LoadedTask:

@@ -16,7 +16,7 @@ from shared.document.types import (
     referenced_type_names,
 )
 from shared.plugin_api import OutputSpec
-from shared.plugin_catalog import CatalogTask, InputDef, PluginCatalog
+from shared.plugin_catalog import CatalogTask, CoordinateVerdict, InputDef, PluginCatalog
 
 STRUCTURE_KEYS = ("list", "tuple", "mapping", "union")
 
@@ -218,6 +218,8 @@ def check_tasks(data: Mapping[str, Any], names: Names, type_names: set[str] | No
         info = _task_definition(short_name, definition, path, names, type_names, catalog)
         if info is not None:
             infos[short_name] = info
+        else:
+            names.unusable_tasks.add(short_name)
     return infos
 
 
@@ -243,10 +245,14 @@ def _task_definition(short_name: str, definition: Any, path: tuple[Any, ...], na
     found: CatalogTask | None = None
     if catalog is not None:
         looked_up = catalog.lookup_coordinate(plugin)
-        if isinstance(looked_up, str):
-            names.add(error("tasks.plugin-unknown", (*path, "plugin"), looked_up))
+        if isinstance(looked_up, CatalogTask):
+            found = looked_up
+        elif looked_up.verdict is CoordinateVerdict.MODULE_NOT_FOUND:
+            # Dioptra judges the document alone: workers elsewhere may hold this module.
+            names.add(warning("tasks.plugin-not-found", (*path, "plugin"), looked_up.message))
+        else:
+            names.add(error("tasks.plugin-unknown", (*path, "plugin"), looked_up.message))
             return None
-        found = looked_up
     return TaskInfo(short_name, plugin, inputs, outputs, catalog=found)
 
 

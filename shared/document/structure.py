@@ -36,6 +36,9 @@ class Names:
     """Accumulates problems; helpers return whether the part they checked is usable."""
 
     issues: list[Issue] = field(default_factory=list)
+    unusable_tasks: set[str] = field(default_factory=set)
+    """Tasks declared under ``tasks:`` whose definition already has a problem: steps calling
+    them get no second one (no follow-on errors)."""
 
     def add(self, issue: Issue) -> None:
         self.issues.append(issue)

@@ -161,7 +161,7 @@ def _bind_task(step_name: str, shape: StepShape, names: Names, tasks: dict[str, 
     path = ("graph", step_name, "task") if shape.args_path[-1] == "args" else shape.args_path
     if tasks is not None:
         info = tasks.get(shape.task)
-        if info is None:
+        if info is None and shape.task not in names.unusable_tasks:
             hint = _suggest(shape.task, tasks)
             names.add(error("step.unknown-task", path, f"step {step_name!r} calls task {shape.task!r}, which 'tasks' does not declare{hint}", key=shape.args_path[-1] != "args"))
         return info

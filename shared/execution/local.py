@@ -192,8 +192,15 @@ class LocalExecutor:
     def result(self) -> JobResult:
         job = self.job
         status = job.core.job_state.value
-        steps = {
-            name: StepReport(status=job.core.state(name).value, outputs=job.outputs.get(name, {}))
-            for name in job.document.steps
-        }
+        steps = {name: self._report(name) for name in job.document.steps}
         return JobResult(status=status, steps=steps, error=job.first_error)
+
+    def _report(self, name: str) -> StepReport:
+        record = self.job.records[name]
+        duration = None
+        if record.started_s is not None and record.finished_s is not None:
+            duration = record.finished_s - record.started_s
+        return StepReport(
+            status=self.job.core.state(name).value, outputs=self.job.outputs.get(name, {}),
+            task=self.job.document.steps[name].task, duration_s=duration, traceback=record.traceback,
+        )

@@ -16,8 +16,14 @@ class StepError(BaseModel):
 
 
 class StepReport(BaseModel):
+    """One step's result. ``status`` and ``outputs`` are the JSON contract; the rest is for
+    the tables people read (left out of ``--json``)."""
+
     status: str
     outputs: dict[str, Any] = Field(default_factory=dict)
+    task: str | None = Field(default=None, exclude=True)
+    duration_s: float | None = Field(default=None, exclude=True)
+    traceback: str | None = Field(default=None, exclude=True)
 
 
 class JobResult(BaseModel):

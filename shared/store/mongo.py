@@ -385,9 +385,10 @@ class Store(AsyncResource):
         return {name: await self.load_outputs(tree) for name, tree in trees.items()}
 
     async def all_outputs(self, job_id: str) -> dict[str, dict[str, Any]]:
-        cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1})
+        cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1, "duration_s": 1})
         docs = [doc async for doc in cursor]
-        return {doc["step"]: {"state": doc["state"], "outputs": await self.load_outputs(doc.get("outputs") or {}), "error": doc.get("error")} for doc in docs}
+        return {doc["step"]: {"state": doc["state"], "outputs": await self.load_outputs(doc.get("outputs") or {}),
+                              "error": doc.get("error"), "duration_s": doc.get("duration_s")} for doc in docs}
 
     # artifact inputs ----------------------------------------------------------------------
     async def save_artifact_inputs(self, job_id: str, values: Mapping[str, Mapping[str, Any]]) -> None:

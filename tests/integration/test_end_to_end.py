@@ -116,7 +116,8 @@ def test_submit_cli_prints_run_json_and_exit_codes(cluster: LocalCluster, tmp_pa
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"]["top"]["outputs"] == {"value": 6}
     done = subprocess.run([*cli, str(bad), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
-    assert done.returncode == 2 and f"{bad}:6:" in done.stderr and done.stdout == ""
+    assert done.returncode == 2 and f"{bad}:6:" in done.stderr
+    assert json.loads(done.stdout)["status"] == "invalid"  # as run --json prints an invalid document
     done = subprocess.run([*cli, str(failing), "--wait", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert done.returncode == 1 and json.loads(done.stdout)["error"]["step"] == "boom"
 
@@ -154,3 +155,34 @@ def test_artifact_inputs_and_outputs_through_submit_as_with_run(cluster: LocalCl
     missing = subprocess.run([sys.executable, "-m", "services.cli", "submit", str(doc), "--wait"],
                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert missing.returncode == 2 and "--artifact weights=PATH" in missing.stderr
+
+
+REPORTING = """
+tasks:
+  plus: {plugin: dist_testtasks.plus, inputs: [{x: number}, {name: k, type: number, required: false}], outputs: {value: number}}
+  report: {plugin: plugins.basic.tasks.echo, inputs: [{value: any}], outputs: {metrics: any}}
+graph:
+  a_step_with_a_name_long_enough_to_be_wrapped_at_eighty_columns_in_a_table:
+    plus: [1, 2]
+  summary:
+    report: [{clean_accuracy: $a_step_with_a_name_long_enough_to_be_wrapped_at_eighty_columns_in_a_table, adversarial_accuracy: 0.5}]
+"""
+
+
+def test_submit_wait_prints_what_run_prints(cluster: LocalCluster, tmp_path: Path) -> None:
+    """The step table (task names, whole values) and the metrics table, the same in both modes."""
+    import re
+
+    env = {**os.environ, **cluster.settings.child_environment()}
+    doc = tmp_path / "reporting.yaml"
+    doc.write_text(REPORTING)
+    printed = {}
+    for command, extra in (("run", []), ("submit", ["--wait"])):
+        done = subprocess.run([sys.executable, "-m", "services.cli", command, str(doc), *extra, "--plugins", str(TEST_PLUGINS)],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        printed[command] = re.sub(r"\d+\.\d{3}s", "T", done.stdout)
+    assert printed["submit"] == printed["run"]
+    assert "metrics (summary)" in printed["submit"] and "adversarial_accuracy" in printed["submit"]
+    row = next(line for line in printed["submit"].splitlines() if "a_step_with_a_name_long_enough" in line)
+    assert "a_step_with_a_name_long_enough_to_be_wrapped_at_eighty_columns_in_a_table" in row and "plus" in row

@@ -82,10 +82,18 @@ def test_run_time_failure_exits_1_with_the_error(docs) -> None:
     assert payload["steps"]["after"] == {"status": "skipped", "outputs": {}}
 
 
-def test_invalid_document_exits_2_with_problems_on_stderr(docs) -> None:
+def test_invalid_document_exits_2_with_problems_on_stderr_and_one_json_object(docs) -> None:
     code, out, err = cli("run", str(docs["bad"]), "--json")
-    assert code == 2 and out == ""
+    assert code == 2
     assert err.splitlines()[0].startswith(f"{docs['bad']}:6:")
+    payload = json.loads(out)
+    assert payload["status"] == "invalid"
+    assert payload["problems"][0] == {
+        "file": str(docs["bad"]), "line": 6, "path": "graph.one.add[1]", "code": "reference.unresolvable",
+        "severity": "error", "message": payload["problems"][0]["message"],
+    }
+    assert "$missing" in payload["problems"][0]["message"]
+    assert [p["line"] for p in payload["problems"]] == [6, 9]
 
 
 def test_missing_parameter_exits_2_naming_it(tmp_path) -> None:
