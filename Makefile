@@ -12,12 +12,14 @@ DEMO ?= $(if $(wildcard examples/fgm.yaml),examples/fgm.yaml,examples/hello.yaml
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/lib/python3*/site-packages/theodolite-oracle.pth
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[ml,test]'
-	# Dioptra's own task engine, as the oracle of the differential tests (its service
-	# dependencies are not needed for the engine, hence --no-deps).
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps 'dioptra-platform==1.2.2'
-	$(BIN)/python -m pip install -q --disable-pip-version-check 'structlog>=24' 'jsonschema>=4.17'
+	# Dioptra's own task engine, the oracle of the differential tests, in a folder of its own
+	# put on the path by a .pth file: its service dependencies are not needed for the engine
+	# (--no-deps), and pip's resolver never sees it, so installs stay quiet.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --upgrade --target $(VENV)/dioptra-oracle 'dioptra-platform==1.2.2'
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "theodolite-oracle.pth").write_text(str(pathlib.Path("$(VENV)/dioptra-oracle").resolve()) + "\n")'
 	@touch $(STAMP)
 
 setup: $(STAMP)
