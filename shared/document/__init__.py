@@ -29,26 +29,44 @@ def catalog_for(document_path: str | Path | None, plugin_dirs: Sequence[str | Pa
 
 
 def check_text(text: str, name: str, catalog: PluginCatalog | None) -> ValidationResult:
+    """Every problem of a document given as text; never raises (an internal failure is a problem too)."""
     with gc_paused():
-        return _check_text(text, name, catalog)
+        try:
+            return _check_text(text, name, catalog)
+        except Exception as failure:  # noqa: BLE001 - belt and braces: a crash is reported, not raised
+            return _internal(failure)
 
 
 def _check_text(text: str, name: str, catalog: PluginCatalog | None) -> ValidationResult:
     try:
         source = parse_text(text, name)
     except DocumentSyntaxError as problem:
-        return ValidationResult([error("document.syntax", (), problem.message).model_copy(update={"line": problem.line})])
+        return _unreadable(problem)
     return validate_source(source, catalog)
 
 
 def check_file(path: str | Path, catalog: PluginCatalog | None) -> ValidationResult:
+    """Every problem of a document file; never raises (an internal failure is a problem too)."""
     with gc_paused():
-        return _check_file(path, catalog)
+        try:
+            return _check_file(path, catalog)
+        except Exception as failure:  # noqa: BLE001 - belt and braces: a crash is reported, not raised
+            return _internal(failure)
 
 
 def _check_file(path: str | Path, catalog: PluginCatalog | None) -> ValidationResult:
     try:
         source: SourceDocument = load_file(path)
     except DocumentSyntaxError as problem:
-        return ValidationResult([error("document.syntax", (), problem.message).model_copy(update={"line": problem.line})])
+        return _unreadable(problem)
     return validate_source(source, catalog)
+
+
+def _unreadable(problem: DocumentSyntaxError) -> ValidationResult:
+    return ValidationResult([error(problem.code, (), problem.message).model_copy(update={"line": problem.line})])
+
+
+def _internal(failure: Exception) -> ValidationResult:
+    words = " ".join(str(failure).split())[:500]
+    message = f"the validator failed on this document ({type(failure).__name__}: {words}); this is a bug in theodolite, please report it"
+    return ValidationResult([error("document.internal", (), message).model_copy(update={"line": 1})])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,7 +20,8 @@ class Severity(str, Enum):
 class Issue(BaseModel):
     """One problem found in a document.
 
-    ``path`` is the location inside the document (``("graph", "train", "model")``);
+    ``path`` is the location inside the document (``("graph", "train", "model")``): string
+    keys, list indexes, and the odd keys YAML allows (``1.5``, ``null``, a date) as they are;
     ``line`` is filled in from the YAML source when the document came from text.
     """
 
@@ -37,16 +41,35 @@ class Issue(BaseModel):
             return "(document)"
         text = ""
         for part in self.path:
-            if isinstance(part, int):
-                text += f"[{part}]"
+            if isinstance(part, str):
+                text += ("." if text else "") + part
             else:
-                text += ("." if text else "") + str(part)
+                text += f"[{format_key(part)}]"
         return text
 
     def format(self, file_name: str) -> str:
         """``FILE:LINE: path.in.document: message`` (warnings say so after the path)."""
         prefix = "warning: " if self.severity is Severity.WARNING else ""
         return f"{file_name}:{self.line or 1}: {self.dotted_path}: {prefix}{self.message}"
+
+
+def format_key(key: Any) -> str:
+    """A list index or a non-string key as YAML would write it: ``0``, ``1.5``, ``null``, ``true``."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, float):
+        if math.isnan(key):
+            return ".nan"
+        if math.isinf(key):
+            return ".inf" if key > 0 else "-.inf"
+        return repr(key)
+    if isinstance(key, datetime.datetime):
+        return key.isoformat(sep=" ")
+    if isinstance(key, (int, datetime.date)):
+        return str(key)
+    return repr(key)
 
 
 def has_errors(issues: list[Issue]) -> bool:

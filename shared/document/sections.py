@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.document.issues import error, warning
-from shared.document.structure import SCALAR_TYPES, Names, kind_of
+from shared.document.structure import SCALAR_TYPES, Names, describe_key, kind_of
 from shared.document.types import (
     BUILTIN_TYPES,
     TypeRegistry,
@@ -104,6 +104,10 @@ def _type_def_shape(type_def: Any, path: tuple[Any, ...], names: Names, *, top: 
                 return False
             return all(_type_def_shape(m, (*sub, i), names, top=False) for i, m in enumerate(inner))
         if isinstance(inner, Mapping):
+            odd = [k for k in inner if not isinstance(k, str)]
+            if odd:
+                names.add(error("types.shape", (*sub, odd[0]), f"field names of a mapping type must be strings, got {describe_key(odd[0])}", key=True))
+                return False
             return all(_type_def_shape(m, (*sub, k), names, top=False) for k, m in inner.items())
         names.add(error("types.shape", sub, "'mapping' takes [key type, value type] or {field: type}"))
         return False

@@ -1,39 +1,40 @@
 """Reading a job document with the source position of every value.
 
-The document is parsed once with libyaml (when available) into a node tree; plain Python
-data is constructed from it with PyYAML's *safe* constructor, and the node tree is kept
-so that any path in the document (``("graph", "train", "kwargs", "model")``) can be turned
-into a line number on demand. Looking up positions lazily keeps validation linear: a
-50,000-step document pays for positions only where there are problems.
+The document is parsed once with libyaml (when available) into a node tree, within the limits
+of :mod:`shared.document.compose`; plain Python data is constructed from it with PyYAML's
+*safe* constructor, and the node tree is kept so that any path in the document
+(``("graph", "train", "kwargs", "model")``) can be turned into a line number on demand.
+Looking up positions lazily keeps validation linear: a 50,000-step document pays for
+positions only where there are problems.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
-try:
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - pure-Python PyYAML build
-    _Loader = yaml.SafeLoader
+from shared.document.compose import (
+    MAX_DOCUMENT_BYTES,
+    DocumentLoader,
+    DocumentSyntaxError,
+    check_size,
+    compose,
+    too_large,
+)
+from shared.document.construct import construct
 
-PathPart = str | int
+__all__ = ["MAX_DOCUMENT_BYTES", "DocPath", "DocumentSyntaxError", "PathPart", "SourceDocument", "SourceMap", "load_file", "parse_text"]
+
+PathPart = Hashable
+"""A mapping key (usually a string, but YAML keys may be numbers, dates, null...) or a list index."""
 DocPath = tuple[PathPart, ...]
 
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
-
-
-class DocumentSyntaxError(Exception):
-    """Raised when the text is not YAML/JSON at all; carries the line and the parser's words."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass
@@ -89,9 +90,7 @@ class SourceMap:
         if index is None:
             index = {}
             for key_node, value_node in node.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
-                index.setdefault(key, (key_node, value_node))
-                # keys that construct to non-strings (1, true) are looked up by their text too
+                index.setdefault(_key_of(key_node), (key_node, value_node))
             self._index[id(node)] = index
         return index
 
@@ -110,6 +109,20 @@ class SourceMap:
         return duplicates
 
 
+def _key_of(key_node: yaml.Node) -> Any:
+    """The key as the data holds it: text for a string, else the constructed value (1.5, None, a date)."""
+    if not isinstance(key_node, yaml.ScalarNode):
+        return id(key_node)
+    if key_node.tag == _STR_TAG:
+        return key_node.value
+    try:
+        key = SafeConstructor().construct_object(key_node, deep=True)
+        hash(key)
+    except Exception:  # noqa: BLE001 - a key that cannot be built cannot be in a path either
+        return id(key_node)
+    return key
+
+
 @dataclass
 class SourceDocument:
     """A parsed document: its data, where it came from, and how to locate its parts."""
@@ -123,13 +136,15 @@ class SourceDocument:
 
 
 def parse_text(text: str, name: str = "<document>") -> SourceDocument:
-    """Parse YAML or JSON text; raises :class:`DocumentSyntaxError` with a line on bad syntax."""
-    if len(text) > MAX_DOCUMENT_BYTES:
-        raise DocumentSyntaxError(1, f"document is larger than {MAX_DOCUMENT_BYTES} bytes")
-    loader = _Loader(text)
+    """Parse YAML or JSON text; raises :class:`DocumentSyntaxError` with a line and a code."""
+    check_size(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        loader = DocumentLoader(text)
+    except UnicodeEncodeError as error:
+        raise DocumentSyntaxError(1, f"the text is not valid Unicode: {error.reason}") from error
+    try:
+        root, shared = compose(loader, text)
+        data = construct(loader, root, shared=shared) if root is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -138,8 +153,7 @@ def parse_text(text: str, name: str = "<document>") -> SourceDocument:
     except yaml.YAMLError as error:
         raise DocumentSyntaxError(1, f"not valid YAML/JSON: {error}") from error
     except (ValueError, TypeError, OverflowError, RecursionError) as error:
-        line = 1
-        raise DocumentSyntaxError(line, f"cannot read a value: {error}") from error
+        raise DocumentSyntaxError(1, f"cannot read a value: {error}") from error
     finally:
         loader.dispose()
     return SourceDocument(data=data, name=name, source_map=SourceMap(root))
@@ -149,9 +163,12 @@ def load_file(path: str | Path) -> SourceDocument:
     """Read and parse a document file; the name used in problems is the path as given."""
     file_path = Path(path)
     try:
-        raw = file_path.read_bytes()
+        with file_path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as error:
         raise DocumentSyntaxError(1, f"cannot read file: {error.strerror or error}") from error
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise too_large()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

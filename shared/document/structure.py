@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.document.issues import Issue, error
+from shared.document.issues import Issue, error, format_key
 from shared.document.source import DocPath
 
 TOP_LEVEL_KEYS = ("types", "parameters", "tasks", "graph", "artifact_inputs", "artifact_outputs")
@@ -45,7 +46,7 @@ class Names:
 
     def name(self, kind: str, name: Any, path: DocPath, *, dots: bool = True) -> bool:
         if not isinstance(name, str):
-            self.add(error("name.not-string", path, f"{kind} names must be strings, got {name!r}", key=True))
+            self.add(error("name.not-string", path, f"{kind} names must be strings, got {describe_key(name)}; quote it to make it one", key=True))
             return False
         if not name or name.isspace():
             self.add(error("name.empty", path, f"{kind} names must not be empty or blank", key=True))
@@ -64,6 +65,21 @@ class Names:
             self.add(error("structure.not-mapping", path, f"{what} must be a mapping, got {_kind(value)}"))
             return False
         return True
+
+
+def describe_key(key: Any) -> str:
+    """A non-string key in words: ``the number 1.5``, ``null``, ``the date 2001-01-01``."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return f"the boolean {format_key(key)}"
+    if isinstance(key, (int, float)):
+        return f"the number {format_key(key)}"
+    if isinstance(key, datetime.datetime):
+        return f"the timestamp {format_key(key)}"
+    if isinstance(key, datetime.date):
+        return f"the date {format_key(key)}"
+    return f"{_kind(key)} {key!r}"
 
 
 def _kind(value: Any) -> str:
@@ -96,8 +112,8 @@ def check_top_level(data: Any, names: Names) -> bool:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             names.add(error(
-                "document.unknown-key", (key,) if isinstance(key, (str, int)) else (),
-                f"unknown top-level key {key!r}; expected one of: {', '.join(TOP_LEVEL_KEYS)}",
+                "document.unknown-key", (key,),
+                f"unknown top-level key {repr(key) if isinstance(key, str) else describe_key(key)}; expected one of: {', '.join(TOP_LEVEL_KEYS)}",
                 key=True,
             ))
     if "graph" not in data:
@@ -201,8 +217,9 @@ def _keyword_names_ok(kwargs: dict[Any, Any], path: DocPath, names: Names) -> bo
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             names.add(error(
-                "step.keyword", (*path, key) if isinstance(key, (str, int)) else path,
-                f"keyword argument name {key!r} is not a valid identifier", key=True,
+                "step.keyword", (*path, key),
+                f"keyword argument name {key!r} is not a valid identifier" if isinstance(key, str)
+                else f"keyword argument names must be strings, got {describe_key(key)}", key=True,
             ))
             ok = False
     return ok

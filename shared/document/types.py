@@ -45,7 +45,7 @@ class StructuredType(Type):
     def _key(self) -> tuple[Any, ...]:
         definition = self.definition
         if isinstance(definition, dict):
-            definition = tuple(sorted(definition.items(), key=lambda item: item[0]))
+            definition = tuple(sorted(definition.items(), key=lambda item: (type(item[0]).__name__, str(item[0]))))
         elif isinstance(definition, list):
             definition = tuple(definition)
         return (self.name, self.kind, definition)

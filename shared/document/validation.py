@@ -33,7 +33,7 @@ from shared.document.sections import (
     task_from_catalog,
 )
 from shared.document.source import DocPath, SourceDocument
-from shared.document.structure import Names, StepShape, check_top_level, step_shape
+from shared.document.structure import Names, StepShape, check_top_level, describe_key, step_shape
 from shared.document.types import (
     ANY,
     Type,
@@ -372,6 +372,10 @@ def _check_artifact_outputs(data: Mapping[str, Any], names: Names, graph: _Graph
         task_name, args = task.get("name"), task.get("args", {})
         if not isinstance(task_name, str) or not isinstance(args, Mapping) or [k for k in task if k not in ("name", "args")]:
             names.add(error("artifact_outputs.task", (*path, "task"), "'task' is {name: serializer task, args: {...}}"))
+            continue
+        odd = [key for key in args if not isinstance(key, str)]
+        if odd:
+            names.add(error("artifact_outputs.task", (*path, "task", "args", odd[0]), f"argument names of a serializer task must be strings, got {describe_key(odd[0])}", key=True))
             continue
         plugin = _artifact_task_plugin(task_name, (*path, "task", "name"), names, tasks, catalog)
         if plugin is not None:
