@@ -22,20 +22,35 @@ REFRESH_S = 0.1
 
 
 async def run_with_progress(executor: LocalExecutor, *, show: bool) -> JobResult:
-    """Run the job; while it runs, redraw a progress bar on stderr (when it is a terminal)."""
+    """Run the job; while it runs, redraw a progress bar on stderr (when it is a terminal).
+
+    A display that fails is logged once and given up: the job runs on and its result is returned."""
     if not show:
         return await executor.run_async()
+    import logging
+
     console = Console(stderr=True)
     total = len(executor.job.document.steps)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("steps", total=total, detail="")
+
+        def redraw() -> bool:
+            try:
+                progress.update(bar, completed=executor.job.done, detail=_detail(executor))
+            except Exception:  # Ctrl-C (KeyboardInterrupt) still stops the run
+                logging.getLogger("theodolite.display").warning("the progress display failed; the job runs on without it", exc_info=True)
+                return False
+            return True
+
         job_task = asyncio.create_task(executor.run_async())
-        while not job_task.done():
+        drawing = True
+        while drawing and not job_task.done():
             await asyncio.wait({job_task}, timeout=REFRESH_S)
-            progress.update(bar, completed=executor.job.done, detail=_detail(executor))
-        progress.update(bar, completed=executor.job.done, detail=_detail(executor))
-        return job_task.result()
+            drawing = redraw()
+        if drawing:
+            redraw()
+        return await job_task
 
 
 def _detail(executor: LocalExecutor) -> str:

@@ -3,11 +3,16 @@
 Shared by the embedded runner and the distributed workers so both give the same results
 as Dioptra's task engine: a single output holds the whole return value; a list of outputs
 unpacks an iterable (a count mismatch is logged, a non-iterable is an error).
+
+A task's failure is any ``BaseException`` it raises, ``SystemExit`` and ``KeyboardInterrupt``
+included (in a runner thread they come from the task's own code, never from Ctrl-C); see
+:func:`retryable` for which failures ``@task(retries=N)`` re-runs.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -72,3 +77,30 @@ def invoke(
 ) -> dict[str, Any]:
     args, kwargs = resolve_arguments(step, parameters, outputs)
     return name_outputs(step.name, spec, function(*args, **kwargs))
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether ``@task(retries=N)`` re-runs a step that failed with ``error``.
+
+    Only ``Exception`` subclasses are retried (timeouts included). A ``BaseException`` that is
+    not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, a custom
+    subclass) is code deliberately stopping, not a transient error: it fails the step at
+    once, on its first attempt.
+    """
+    return isinstance(error, Exception)
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)``; a placeholder when the exception cannot even be printed."""
+    try:
+        return str(error)
+    except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        return f"<unprintable {type(error).__name__}>"
+
+
+def format_traceback(error: BaseException) -> str:
+    """The full traceback text of ``error`` (its type and message alone if that fails)."""
+    try:
+        return "".join(traceback.format_exception(error))
+    except BaseException:  # noqa: BLE001 - as error_message
+        return f"{type(error).__name__}: {error_message(error)}\n"

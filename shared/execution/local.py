@@ -4,28 +4,46 @@ Worker threads run plugin code (never the event loop). A thread that finishes a 
 asks the core for newly ready steps under one lock, keeps the first for itself and queues
 the rest, so a chain runs without a thread hand-off per step while independent steps
 still run side by side on the other threads.
+
+Only a task that never returns (give it a ``timeout``) keeps ``run()`` waiting. A task's
+failure is any ``BaseException`` it raises (``SystemExit`` and ``KeyboardInterrupt`` too: in
+a runner thread they come from the task's own code, not from Ctrl-C); only ``Exception``
+subclasses are retried (:func:`~shared.execution.invoke.retryable`). An exception raised by
+the ``on_change`` callback is counted on the job and logged once, and the job carries on.
+A failure of the runner itself (a bug) fails the step it was on, aborts the job (steps not
+started are cancelled or skipped) and the result says "failed". ``run()`` also stops
+waiting if a runner thread dies, and once the job has ended waits (up to ``JOIN_S``) for
+its threads to exit, so none outlives the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.document.model import JobDocument
-from shared.execution.invoke import invoke
+from shared.execution.invoke import error_message, format_traceback, invoke, retryable
 from shared.execution.result import JobResult, StepError, StepReport
 from shared.execution.timeouts import call_with_timeout
-from shared.planner.core import PlannerCore, StepState
+from shared.planner.core import FINISHED_STEP_STATES, PlannerCore, StepState
 from shared.plugin_registry import LoadedTask, PluginRegistry
 
 DEFAULT_CONCURRENCY = max(4, os.cpu_count() or 1)
+LIVENESS_CHECK_S = 0.5
+"""While it waits, how often ``run()`` checks that its runner threads are still alive."""
+JOIN_S = 5.0
+"""How long ``run()`` waits for its runner threads to exit once the job has ended."""
+RUNNER_STEP = "(runner)"
+"""The ``step`` of an error of the runner itself that no step was running into."""
+
+log = logging.getLogger("theodolite.runner")
 
 
 @dataclass
@@ -49,10 +67,22 @@ class LocalJob:
     records: dict[str, StepRecord] = field(default_factory=dict)
     first_error: StepError | None = None
     done: int = 0
+    runner_error: StepError | None = None
+    """A failure of the runner itself (a bug, never a task's): the job was aborted."""
+    callback_error: StepError | None = None
+    """The first exception the ``on_change`` callback raised (the job carried on)."""
+    callback_errors: int = 0
+    """How many times the ``on_change`` callback raised."""
 
 
 class LocalExecutor:
-    """Runs one job on ``concurrency`` threads; ``run()`` blocks, ``run_async()`` awaits."""
+    """Runs one job on ``concurrency`` threads; ``run()`` blocks, ``run_async()`` awaits.
+
+    ``on_change(step, state)`` is called on runner threads (and on the caller's, for the
+    first queued steps) after each state change; it must be quick and must not block. What
+    it raises is recorded on the job (``callback_error``, ``callback_errors``) and logged
+    once: it never fails a step or stops the job.
+    """
 
     def __init__(
         self,
@@ -74,6 +104,7 @@ class LocalExecutor:
         self.job.records = {name: StepRecord() for name in document.steps}
         self._tasks: dict[str, LoadedTask] = {}
         self._lock = threading.Lock()
+        self._callback_lock = threading.Lock()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._finished = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,9 +122,19 @@ class LocalExecutor:
                 self._finished.set()
         for name in ready:
             self._queue.put(name)
-        self._finished.wait()
+        while not self._finished.wait(LIVENESS_CHECK_S):
+            if not all(thread.is_alive() for thread in threads):  # a runner bug: never wait forever
+                self._abort(None, RuntimeError("a runner thread stopped before the job finished"), running=True)
+                break
         for _ in threads:
             self._queue.put(None)
+        deadline = time.monotonic() + JOIN_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            log.warning("runner threads still busy %.0f s after the job ended (a blocking on_change callback?)", JOIN_S)
+        if self.job.callback_errors > 1:
+            log.warning("the on_change callback raised %d times in all (the first is logged above)", self.job.callback_errors)
         return self.result()
 
     async def run_async(self) -> JobResult:
@@ -111,12 +152,16 @@ class LocalExecutor:
         return loaded
 
     def _work(self) -> None:
-        while True:
-            name = self._queue.get()
-            if name is None:
-                return
-            while name is not None:
-                name = self._run_step(name)
+        name: str | None = None
+        while True:  # until the sentinel (None): an error here is the runner's, never a task's
+            try:
+                name = self._queue.get()
+                if name is None:
+                    return
+                while name is not None:
+                    name = self._run_step(name)
+            except BaseException as error:  # noqa: BLE001 - a runner bug must not kill the thread nor hang run()
+                self._abort(name, error)
 
     def _run_step(self, name: str) -> str | None:
         job = self.job
@@ -127,7 +172,7 @@ class LocalExecutor:
             record.state = StepState.RUNNING
             record.started_s = time.perf_counter()
         if self.on_change is not None:
-            self.on_change(name, StepState.RUNNING)
+            self._notify(name, StepState.RUNNING)
         step = job.document.steps[name]
         binding = job.document.tasks[step.task]
         outputs: dict[str, Any] | None = None
@@ -135,7 +180,7 @@ class LocalExecutor:
         try:
             loaded = self._task(step.task)
             attempts_allowed = binding.retries + 1
-        except Exception as error:  # noqa: BLE001 - reported as this step's failure
+        except BaseException as error:  # noqa: BLE001 - reported as this step's failure (even sys.exit at import)
             failure, attempts_allowed = error, 0
         for attempt in range(1, attempts_allowed + 1):
             record.attempts = attempt
@@ -146,8 +191,10 @@ class LocalExecutor:
                     outputs = call_with_timeout(name, binding.timeout_s, lambda: invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs))
                 failure = None
                 break
-            except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
+            except BaseException as error:  # noqa: BLE001 - a task's failure is the step's result
                 failure = error
+                if not retryable(error):  # SystemExit, KeyboardInterrupt, ...: fails at once
+                    break
         with self._lock:
             record.finished_s = time.perf_counter()
             if failure is None:
@@ -158,8 +205,8 @@ class LocalExecutor:
                 skipped: list[str] = []
             else:
                 record.state = StepState.FAILED
-                record.error = StepError(step=name, type=type(failure).__name__, message=str(failure))
-                record.traceback = "".join(traceback.format_exception(failure))
+                record.error = StepError(step=name, type=type(failure).__name__, message=error_message(failure))
+                record.traceback = format_traceback(failure)
                 if job.first_error is None:
                     job.first_error = record.error
                 ready = []
@@ -171,7 +218,7 @@ class LocalExecutor:
             for ready_name in ready:
                 job.records[ready_name].state = StepState.QUEUED
         if self.on_change is not None:
-            self.on_change(name, record.state)
+            self._notify(name, record.state)
             self._announce(skipped, StepState.SKIPPED)
             self._announce(ready, StepState.QUEUED)
         if finished:
@@ -186,12 +233,70 @@ class LocalExecutor:
     def _announce(self, names: list[str], state: StepState) -> None:
         if self.on_change is not None:
             for name in names:
-                self.on_change(name, state)
+                self._notify(name, state)
+
+    def _notify(self, name: str, state: StepState) -> None:
+        """Call ``on_change``; what it raises (any ``BaseException``: it runs on a runner
+        thread) is recorded on the job and logged the first time, never propagated."""
+        callback = self.on_change
+        if callback is None:
+            return
+        try:
+            callback(name, state)
+        except BaseException as error:  # a broken display must not kill a runner thread
+            with self._callback_lock:
+                job = self.job
+                job.callback_errors += 1
+                first = job.callback_error is None
+                if first:
+                    job.callback_error = StepError(step=name, type=type(error).__name__, message=error_message(error))
+            if first:
+                log.error("the on_change callback raised on step %r (%s); the job carries on, later errors are only counted",
+                          name, state.value, exc_info=error)
+
+    def _abort(self, name: str | None, error: BaseException, *, running: bool = False) -> None:
+        """A failure of the runner itself (a bug, never a task's): fail step ``name`` (if it
+        had not finished) with ``error`` and, with ``running``, every running step (their
+        threads are gone); cancel the steps not started. Never raises: if even this goes
+        wrong, ``run()`` is released anyway and reports the job failed."""
+        try:
+            log.error("runner error on step %r; the job is aborted", name, exc_info=error)
+            job, core = self.job, self.job.core
+            with self._lock:
+                step_error = StepError(step=name or RUNNER_STEP, type=type(error).__name__, message=error_message(error))
+                if job.runner_error is None:
+                    job.runner_error = step_error
+                if job.first_error is None:
+                    job.first_error = step_error
+                failed = [name] if name is not None and core.state(name) not in FINISHED_STEP_STATES else []
+                if running:
+                    failed += [step for step, state in core.states().items() if state is StepState.RUNNING and step != name]
+                changes: list[tuple[str, StepState]] = []
+                now = time.perf_counter()
+                for step in failed:
+                    record = job.records[step]
+                    record.state, record.finished_s = StepState.FAILED, now
+                    record.error, record.traceback = step_error, format_traceback(error)
+                    job.outputs.pop(step, None)
+                    changes.append((step, StepState.FAILED))
+                    changes += [(skipped, StepState.SKIPPED) for skipped in core.failed(step)]
+                changes += [(cancelled, StepState.CANCELLED) for cancelled in core.cancel()]
+                for step, state in changes:
+                    job.records[step].state = state
+                job.done += len(changes)
+                release = core.finished or not any(state is StepState.RUNNING for state in core.states().values())
+            for step, state in changes:
+                self._notify(step, state)
+        except BaseException:  # the last resort: release run()
+            log.exception("the runner could not record its own error")
+            release = True
+        if release:
+            self._finished.set()
 
     # results ----------------------------------------------------------------------------
     def result(self) -> JobResult:
         job = self.job
-        status = job.core.job_state.value
+        status = "failed" if job.runner_error is not None else job.core.job_state.value
         steps = {name: self._report(name) for name in job.document.steps}
         return JobResult(status=status, steps=steps, error=job.first_error)
 

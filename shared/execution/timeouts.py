@@ -15,7 +15,9 @@ def call_with_timeout(step: str, timeout_s: float, call: Callable[[], T]) -> T:
     """Run ``call`` on a helper thread and raise :class:`StepTimeoutError` after ``timeout_s``.
 
     Python cannot stop a thread: the abandoned call keeps running in the background (its
-    result is discarded), but the step fails on time and its slot is free again.
+    result is discarded), but the step fails on time and its slot is free again. Whatever
+    ``call`` raises, ``SystemExit`` or any other ``BaseException`` included, is re-raised here,
+    in the caller's thread (a helper thread would otherwise drop ``SystemExit`` silently).
     """
     box: dict[str, Any] = {}
 
