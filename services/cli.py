@@ -38,7 +38,14 @@ params_option = click.option("-p", "--param", "params", multiple=True, metavar="
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="theodolite")
 def main() -> None:
-    """Run Dioptra task graphs, in one process or on a RabbitMQ/MongoDB cluster."""
+    """Run Dioptra task graphs, in one process or on a RabbitMQ/MongoDB cluster.
+
+    Which cluster submit, planner and worker use, first match wins: the THEODOLITE_*
+    environment variables (THEODOLITE_AMQP_URL, THEODOLITE_MONGO_URL, THEODOLITE_DB,
+    THEODOLITE_NAMESPACE); the .theodolite/cluster.json that a running `theodolite up` wrote
+    in the current directory; the defaults (amqp://guest:guest@127.0.0.1:5672/,
+    mongodb://127.0.0.1:27017).
+    """
 
 
 @main.command()

@@ -1,13 +1,16 @@
 """CLI commands of the distributed mode: planner, worker, submit, up, schema.
 
 Registered on the ``theodolite`` group by :mod:`services.cli`. Every command reads
-``THEODOLITE_AMQP_URL`` / ``THEODOLITE_MONGO_URL`` (and the rest of :class:`Settings`).
+``THEODOLITE_AMQP_URL`` / ``THEODOLITE_MONGO_URL`` (and the rest of :class:`Settings`);
+planner, worker and submit fall back on the cluster file that a running ``theodolite up``
+wrote in the current directory (:class:`shared.settings.CliSettings`), ``up`` writes it.
 Exit codes of ``submit --wait`` are those of ``run``: 0 succeeded, 1 failed, 2 invalid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -28,11 +31,25 @@ plugins_option = click.option(
 )
 
 
-def _settings(**overrides: Any) -> Any:
-    from shared.settings import Settings
+class _WarningLine(logging.Handler):
+    """Shows a settings warning (a stale cluster file) as one ``warning:`` line on stderr."""
 
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _settings(*, folder: bool = True, **overrides: Any) -> Any:
+    """The command's settings. With ``folder``, first match wins: ``overrides``, THEODOLITE_*
+    variables, the cluster file of a running ``theodolite up`` in the current directory, the
+    defaults (:class:`~shared.settings.CliSettings`); without it, the cluster file is not read."""
+    from shared.settings import CliSettings, Settings
+
+    settings_log = logging.getLogger("theodolite.settings")
+    if not any(isinstance(h, _WarningLine) for h in settings_log.handlers):
+        settings_log.addHandler(_WarningLine())
+        settings_log.propagate = False
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return (CliSettings if folder else Settings)(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
         problems = "; ".join(f"THEODOLITE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors())
         raise click.UsageError(f"bad configuration: {problems}") from None
@@ -55,6 +72,18 @@ async def _serve(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     await run(stop)
 
 
+def _run_service(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """:func:`_serve` ``run``; RabbitMQ or MongoDB out of reach is one ``error:`` line (exit 1)."""
+    from shared.distributed_errors import ServiceUnreachable
+
+    try:
+        asyncio.run(_serve(run))
+    except ServiceUnreachable as error:
+        click.echo(f"error: {error}", err=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 @click.command()
 @plugins_option
 @click.option("-v", "--verbose", is_flag=True)
@@ -65,8 +94,7 @@ def planner(plugin_dirs: tuple[str, ...], verbose: bool) -> None:
     _logging(verbose)
     settings = _settings()
     logging.getLogger("theodolite.planner").info("settings: %r", settings)
-    asyncio.run(_serve(Planner(settings, plugin_dirs).run))
-    sys.exit(EXIT_OK)
+    sys.exit(_run_service(Planner(settings, plugin_dirs).run))
 
 
 @click.command()
@@ -87,8 +115,7 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
     log = logging.getLogger("theodolite.worker")
     log.info("%s", description)
     instance = Worker(settings, device, concurrency=concurrency, prefetch=prefetch, plugin_dirs=plugin_dirs)
-    asyncio.run(_serve(instance.run))
-    sys.exit(EXIT_OK)
+    sys.exit(_run_service(instance.run))
 
 
 @click.command()
@@ -109,6 +136,11 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
 
     A plugin module this machine does not have is a warning: the cluster's workers may hold it.
     With --wait, prints what `run` prints (progress, the step table, the metrics).
+
+    Which cluster: the THEODOLITE_* environment variables win; else the .theodolite/cluster.json
+    that a running `theodolite up` wrote in the current directory; else the defaults
+    (amqp://guest:guest@127.0.0.1:5672/, mongodb://127.0.0.1:27017). A service out of reach is
+    one `error:` line after THEODOLITE_CONNECT_TIMEOUT_S (10 s), exit 1.
     """
     from services.display import stderr_is_terminal
     from services.job_input import PluginDemand, check_job, print_issues, refuse
@@ -184,14 +216,30 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".theodolite/cluster", show_default=True,
               help="Mongo-wire server data and process logs.")
 def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
-    """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planner, workers); Ctrl-C stops it."""
+    """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planner, workers); Ctrl-C stops it.
+
+    While it runs, .theodolite/cluster.json in the current directory holds the cluster's
+    connection settings (URLs, database, namespace) and this process's pid: submit, planner and
+    worker run in this directory use them unless THEODOLITE_* variables say otherwise. The file
+    is removed when the cluster stops. `up` itself reads only the THEODOLITE_* variables.
+    """
     from services.cluster import LocalCluster, parse_workers
+    from shared.distributed_errors import DistributedError
+    from shared.settings import CLUSTER_FILE, ClusterFile, shown_path
 
     try:
         workers = parse_workers(workers_text)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--workers") from None
-    settings = _settings()
+    settings = _settings(folder=False)
+    record = Path.cwd() / CLUSTER_FILE
+    with contextlib.suppress(ValueError):  # not a cluster file: replaced below
+        previous = ClusterFile.read(record)
+        if previous is not None and previous.running:
+            click.echo(f"error: a cluster is already up in this directory (pid {previous.pid}, started {previous.started_at}, "
+                       f"see {shown_path(record)}); stop it with Ctrl-C in its terminal or kill -INT {previous.pid}, "
+                       "or start this one in another directory", err=True)
+            sys.exit(EXIT_FAILED)
     root = Path(data_dir)
     cluster = LocalCluster(settings, workers, plugin_dirs=plugin_dirs, mongo_data_dir=root / "mongo", log_dir=root / "logs")
     stop = {"now": False}
@@ -201,12 +249,16 @@ def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    cluster.start()
+    code = EXIT_OK
     try:
+        cluster.start()
         cluster.wait_ready()
+        ClusterFile.of(cluster.settings).write(record)
         info = cluster.describe()
         click.echo(f"cluster up: namespace {info['namespace']}, MongoDB {info['mongo_url']}, logs in {root / 'logs'}", err=True)
-        click.echo(f"  export THEODOLITE_MONGO_URL={info['mongo_url']}  # to submit from another shell", err=True)
+        click.echo(f"  wrote {shown_path(record)}: submit, planner and worker run in this directory connect to this cluster", err=True)
+        click.echo(f"  from another directory: export THEODOLITE_MONGO_URL={info['mongo_url']} "
+                   f"THEODOLITE_NAMESPACE={info['namespace']} THEODOLITE_DB={cluster.settings.db}", err=True)
         for name, pid in info["processes"].items():
             click.echo(f"  {name}: pid {pid}", err=True)
         while not stop["now"]:
@@ -215,11 +267,15 @@ def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
                 click.echo(f"stopping: {', '.join(dead)} exited", err=True)
                 break
             time.sleep(0.2)
+    except (DistributedError, RuntimeError, TimeoutError, OSError) as error:  # start-up failed: one line
+        click.echo(f"error: {error}", err=True)
+        code = EXIT_FAILED
     finally:
+        ClusterFile.remove(record)  # first: nothing in this directory points at a stopping cluster
         click.echo("stopping the cluster ...", err=True)
         codes = cluster.stop()
         click.echo("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()), err=True)
-    sys.exit(EXIT_OK)
+    sys.exit(code)
 
 
 @click.command()

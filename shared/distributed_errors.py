@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 from shared.errors import TheodoliteError
 
 
@@ -33,6 +36,62 @@ class StoreError(DistributedError):
 
 class BrokerError(DistributedError):
     """Raised when RabbitMQ refuses or loses an operation (translated from aio-pika errors)."""
+
+
+class ServiceUnreachable(DistributedError):
+    """Raised when RabbitMQ or MongoDB cannot be reached (or refuses the login) on connecting.
+
+    Its text is one line: which service at which URL (password masked), what was tried and
+    what happened, and what to do, e.g. ``cannot reach MongoDB at mongodb://127.0.0.1:27017
+    (tried for 10 s: connection refused); start a cluster with 'theodolite up' in this
+    directory or set THEODOLITE_MONGO_URL``.
+    """
+
+    service = "the service"
+    hint = ""
+
+    def __init__(self, url: str, reason: str, *, tried_s: float | None = None, refused: bool = False,
+                 hint: str | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.tried_s = tried_s
+        if hint is not None:
+            self.hint = hint
+        what = f"{self.service} at {url} refused the connection" if refused else f"cannot reach {self.service} at {url}"
+        tried = f"tried for {seconds(tried_s)} s: " if tried_s is not None else ""
+        super().__init__(f"{what} ({tried}{reason})" + (f"; {self.hint}" if self.hint else ""))
+
+
+class StoreUnreachable(ServiceUnreachable, StoreError):
+    service = "MongoDB"
+    hint = "start a cluster with 'theodolite up' in this directory or set THEODOLITE_MONGO_URL"
+
+
+class BrokerUnreachable(ServiceUnreachable, BrokerError):
+    service = "RabbitMQ"
+    hint = "start RabbitMQ (e.g. 'rabbitmq-server -detached') or set THEODOLITE_AMQP_URL"
+
+
+def seconds(value: float) -> str:
+    """``10.03`` -> ``10``, ``1.04`` -> ``1.0``, ``0.26`` -> ``0.3``."""
+    return f"{value:.0f}" if value >= 9.95 else f"{value:.1f}"
+
+
+def connection_reason(text: str, code: int | None = None) -> str:
+    """A short, lower-case reason from an OS error number or a driver's message: ``[Errno 111]
+    Connect call failed ('127.0.0.1', 1)`` -> ``connection refused``; a PyMongo server selection
+    message loses its timeouts and topology description."""
+    text = text.split(", Timeout:")[0].split(" (configured timeouts")[0].strip()
+    if code is None:
+        match = re.search(r"\[Errno (-?\d+)\]\s*([^(\[,]*)", text)
+        if match:
+            code, text = int(match[1]), match[2]
+    if code is not None and code > 0:
+        return os.strerror(code).lower()
+    text = re.sub(r"^\S+:\d+: ", "", text.strip()).strip()  # PyMongo's "host:port: " prefix
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text[:200] or "no answer"
 
 
 class JobRejected(DistributedError):

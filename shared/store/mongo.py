@@ -35,11 +35,11 @@ from bson import Binary, ObjectId
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
 from shared import codec
 from shared.constants import ARTIFACT_INPUTS, DISPATCHED, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
-from shared.distributed_errors import CodecError, StoreError
+from shared.distributed_errors import CodecError, StoreError, StoreUnreachable, connection_reason
 from shared.document.model import JobDocument
 from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
@@ -112,14 +112,23 @@ class Store(AsyncResource):
     async def open(self) -> None:
         if self._client is not None:
             return
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            self.settings.mongo_url, serverSelectionTimeoutMS=int(self.settings.connect_timeout_s * 1000),
-        )
+        url = redact_url(self.settings.mongo_url)
+        started = time.monotonic()
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                self.settings.mongo_url, serverSelectionTimeoutMS=int(self.settings.connect_timeout_s * 1000),
+            )
+        except (PyMongoError, ValueError, TypeError) as error:  # a malformed URL or option
+            raise StoreUnreachable(url, connection_reason(str(error)), hint="check THEODOLITE_MONGO_URL") from None
         try:
             await client.admin.command("ping")
-        except PyMongoError as error:
+        except ServerSelectionTimeoutError as error:  # not answering: one line, not PyMongo's topology dump
             await client.close()
-            raise StoreError(f"MongoDB at {redact_url(self.settings.mongo_url)} is not answering: {error}") from error
+            raise StoreUnreachable(url, connection_reason(str(error)), tried_s=time.monotonic() - started) from error
+        except PyMongoError as error:  # answering but refusing, e.g. authentication
+            await client.close()
+            raise StoreUnreachable(url, connection_reason(str(error).split(", full error:")[0]), refused=True,
+                                   hint="check the user, password and options in THEODOLITE_MONGO_URL") from error
         self._client = client
         self._bucket = AsyncGridFSBucket(client[self.settings.db], bucket_name=GRIDFS_BUCKET)
 

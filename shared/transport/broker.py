@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +26,38 @@ from aio_pika.abc import (
 )
 
 from shared.constants import CONTENT_TYPE, HEADER_KIND, Names
-from shared.distributed_errors import BrokerError
+from shared.distributed_errors import BrokerError, BrokerUnreachable, connection_reason
 from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.transport.topology import declare_core_queues, declare_exchanges
 
 log = logging.getLogger("theodolite.broker")
+CONNECT_RETRY_S = 0.5
+MIN_ATTEMPT_S = 0.5
+
+
+class _TransportErrorFilter(logging.Filter):
+    """aiormq logs each failed connection attempt at ERROR; :meth:`Broker.open` reports the
+    failure itself (one line, URL masked), so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_TransportErrorFilter())
+
+
+def _first_arg(error: BaseException) -> str:
+    return str(error.args[0]) if error.args else str(error) or type(error).__name__
+
+
+def _os_reason(error: BaseException) -> str:
+    """``AMQPConnectionError(111, "Connect call failed ...")`` -> ``connection refused``."""
+    if isinstance(error, TimeoutError) or not error.args:
+        return "no answer"
+    code = error.args[0] if isinstance(error.args[0], int) else getattr(error, "errno", None)
+    text = " ".join(str(a) for a in error.args[1:]) if isinstance(error.args[0], int) else str(error)
+    return connection_reason(text, code if isinstance(code, int) else None)
 
 
 @dataclass(frozen=True)
@@ -60,13 +87,7 @@ class Broker(AsyncResource):
     async def open(self, *, declare_core: bool = True) -> None:
         if self._connection is not None:
             return
-        try:
-            connection = await aio_pika.connect(
-                self.settings.amqp_url, timeout=self.settings.connect_timeout_s,
-                client_properties={"connection_name": self.name},
-            )
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
-            raise BrokerError(f"RabbitMQ at {redact_url(self.settings.amqp_url)} is not answering: {error!r}") from error
+        connection = await self._connect()
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
         self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=False)
@@ -74,6 +95,31 @@ class Broker(AsyncResource):
         self._exchanges = {ex.name: ex for ex in exchanges.values()}
         if declare_core:
             await declare_core_queues(self._publisher, self.names, self.settings)
+
+    async def _connect(self) -> AbstractConnection:
+        """Connect, retrying a refused or unanswered connection until ``connect_timeout_s``
+        (a broker still starting); a refused login or a protocol error fails at once."""
+        url = redact_url(self.settings.amqp_url)
+        started = time.monotonic()
+        deadline = started + self.settings.connect_timeout_s
+        while True:
+            try:
+                return await aio_pika.connect(
+                    self.settings.amqp_url, timeout=max(deadline - time.monotonic(), MIN_ATTEMPT_S),
+                    client_properties={"connection_name": self.name},
+                )
+            except aiormq.exceptions.ProbableAuthenticationError as error:
+                raise BrokerUnreachable(url, _first_arg(error), refused=True,
+                                        hint="check the user and password in THEODOLITE_AMQP_URL") from None
+            except (TimeoutError, OSError) as error:  # AMQPConnectionError is an OSError
+                if time.monotonic() >= deadline:
+                    raise BrokerUnreachable(url, _os_reason(error), tried_s=time.monotonic() - started) from None
+            except aiormq.exceptions.AMQPError as error:  # e.g. a virtual host that does not exist
+                text = _first_arg(error)
+                reason = "closed during the handshake" if "Connection.Close" in text else f"{type(error).__name__}: {text}"
+                raise BrokerUnreachable(url, reason, refused=True,
+                                        hint="check the virtual host and user in THEODOLITE_AMQP_URL") from None
+            await asyncio.sleep(min(CONNECT_RETRY_S, max(deadline - time.monotonic(), 0.0)))
 
     def _on_close(self, *_: Any) -> None:
         if self._connection is not None:
