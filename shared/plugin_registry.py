@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class PluginRegistry:
     _loaded: dict[str, LoadedTask] = field(default_factory=dict)
     _added: list[str] = field(default_factory=list)
     _catalog: PluginCatalog = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._catalog = PluginCatalog(search_dirs=[Path(d) for d in self.plugin_dirs])
@@ -57,9 +59,14 @@ class PluginRegistry:
     def load(self, coordinate: str) -> LoadedTask:
         loaded = self._loaded.get(coordinate)
         if loaded is None:
-            self._vouch(coordinate)
-            loaded = load_task(coordinate)
-            self._loaded[coordinate] = loaded
+            # One reader at a time: runner threads load concurrently, and CPython 3.11's
+            # ast.parse is not thread-safe ("AST constructor recursion depth mismatch").
+            with self._lock:
+                loaded = self._loaded.get(coordinate)
+                if loaded is None:
+                    self._vouch(coordinate)
+                    loaded = load_task(coordinate)
+                    self._loaded[coordinate] = loaded
         return loaded
 
 

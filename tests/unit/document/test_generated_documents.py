@@ -51,7 +51,7 @@ def dag_documents(draw: st.DrawFn) -> tuple[str, dict[str, set[str]]]:
 def test_execution_order_respects_every_edge(case: tuple[str, dict[str, set[str]]], concurrency: int) -> None:
     text, edges = case
     result = run_document(text, concurrency=concurrency)
-    assert result.status == "succeeded"
+    assert result.status == "succeeded", (result.error, {n: r.traceback for n, r in result.steps.items() if r.traceback})
     ticks = {name: report.outputs["tick"] for name, report in result.steps.items()}
     for child, parents in edges.items():
         for parent in parents:
