@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared import codec
 from shared.constants import NOTICE_KEY, step_event_key
 from shared.distributed_errors import MessageError
-from shared.execution.invoke import invoke, referenced_steps
+from shared.execution.invoke import error_message, format_traceback, invoke, referenced_steps, retryable
 from shared.execution.timeouts import call_with_timeout
 from shared.messages import (
     Event,
@@ -370,7 +369,7 @@ class Worker:
         binding = job.document.tasks[step.task]
         try:
             function = self.registry.load(binding.plugin).function
-        except Exception as error:  # noqa: BLE001
+        except BaseException as error:  # noqa: BLE001 - a plugin that exits on import fails its step
             return Outcome(error=_error_dict(error))
         failure: BaseException = RuntimeError("the step was never attempted")
         for _attempt in range(binding.retries + 1):
@@ -380,8 +379,10 @@ class Worker:
                 encoded = codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes)
                 small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
                 return Outcome(outputs=encoded, values=outputs if small else None)
-            except Exception as error:  # noqa: BLE001 - a task's failure is the step's result
+            except BaseException as error:  # noqa: BLE001 - SystemExit in a task must not stop the worker
                 failure = error
+                if not retryable(error):
+                    break
         return Outcome(error=_error_dict(failure))
 
     async def _artifact_inputs(self, job_id: str) -> dict[str, dict[str, Any]]:
@@ -457,4 +458,4 @@ class Worker:
 
 
 def _error_dict(error: BaseException) -> dict[str, Any]:
-    return {"type": type(error).__name__, "message": str(error), "traceback": "".join(traceback.format_exception(error))[-8000:]}
+    return {"type": type(error).__name__, "message": error_message(error), "traceback": format_traceback(error)[-8000:]}

@@ -186,3 +186,11 @@ def test_submit_wait_prints_what_run_prints(cluster: LocalCluster, tmp_path: Pat
     assert "metrics (summary)" in printed["submit"] and "adversarial_accuracy" in printed["submit"]
     row = next(line for line in printed["submit"].splitlines() if "a_step_with_a_name_long_enough" in line)
     assert "a_step_with_a_name_long_enough_to_be_wrapped_at_eighty_columns_in_a_table" in row and "plus" in row
+
+
+def test_a_task_calling_sys_exit_fails_its_step_and_the_worker_keeps_serving(cluster: LocalCluster) -> None:
+    result = submit(cluster.settings, "graph:\n  quit:\n    exits: [3]\n")
+    assert result.status == "failed" and result.error is not None
+    assert (result.error.step, result.error.type, result.error.message) == ("quit", "SystemExit", "3")
+    assert all(child.process.poll() is None for child in cluster.children), "a worker exited"
+    assert submit(cluster.settings, documents.DIAMOND).status == "succeeded"

@@ -101,3 +101,9 @@ def flaky(log_dir: str, failures: int = 2) -> float:
 def too_slow(seconds: float = 3) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@task(outputs={"value": "number"}, retries=2)
+def exits(code: int = 3) -> float:
+    """Calls sys.exit in the worker's thread: the step fails, the worker must keep serving."""
+    raise SystemExit(code)
