@@ -194,3 +194,19 @@ def test_a_task_calling_sys_exit_fails_its_step_and_the_worker_keeps_serving(clu
     assert (result.error.step, result.error.type, result.error.message) == ("quit", "SystemExit", "3")
     assert all(child.process.poll() is None for child in cluster.children), "a worker exited"
     assert submit(cluster.settings, documents.DIAMOND).status == "succeeded"
+
+
+def test_a_plugin_only_other_machines_hold_is_accepted_and_fails_on_a_worker_without_it(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Dioptra's verdict at submit time (a warning), then the worker that cannot find the
+    module fails the step, naming the plugin path it searched."""
+    doc = tmp_path / "elsewhere.yaml"
+    doc.write_text("tasks:\n  add: {plugin: lab_plugins.arith.add, inputs: [{a: number}, {b: number}], outputs: {sum: number}}\n"
+                   "graph:\n  one: {add: [1, 2]}\n")
+    env = {**os.environ, **cluster.settings.child_environment()}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "submit", str(doc), "--wait", "--json"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"{doc}:2: tasks.add.plugin: warning: no plugin module 'lab_plugins.arith'" in done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["step"] == "one" and error["type"] == "PluginLoadError"
+    assert "no plugin module 'lab_plugins.arith' on this plugin path" in error["message"]
