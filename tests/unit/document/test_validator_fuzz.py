@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -386,29 +387,20 @@ def test_the_shallow_bound_holds(node: tuple, in_flow: bool) -> None:
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
-@given(fragment_documents())
-@settings(FUZZ, max_examples=900)
-def test_fragment_documents_only_produce_problems(texts: list[str]) -> None:
-    for text in texts:
-        assert_only_problems(text)
+def fuzz(documents: st.SearchStrategy[list[str]], examples: int) -> Callable[[], None]:
+    """A test that feeds every generated text to the validator, which may only report problems."""
+
+    @given(documents)
+    @settings(FUZZ, max_examples=examples)
+    def test(texts: list[str]) -> None:
+        for text in texts:
+            assert_only_problems(text)
+
+    return test
 
 
-@given(dioptra_documents())
-@settings(FUZZ, max_examples=400)
-def test_dioptra_like_documents_only_produce_problems(texts: list[str]) -> None:
-    for text in texts:
-        assert_only_problems(text)
-
-
-@given(perturbed_documents())
-@settings(FUZZ, max_examples=500)
-def test_perturbed_dioptra_documents_only_produce_problems(texts: list[str]) -> None:
-    for text in texts:
-        assert_only_problems(text)
-
-
-@given(shaped_documents())
-@settings(FUZZ, max_examples=200)
-def test_deep_and_aliased_documents_only_produce_problems(texts: list[str]) -> None:
-    for text in texts:
-        assert_only_problems(text)
+# 900 + 400 + 500 + 200 examples of several documents each: over 10,000 documents a run.
+test_fragment_documents_only_produce_problems = fuzz(fragment_documents(), 900)
+test_dioptra_like_documents_only_produce_problems = fuzz(dioptra_documents(), 400)
+test_perturbed_dioptra_documents_only_produce_problems = fuzz(perturbed_documents(), 500)
+test_deep_and_aliased_documents_only_produce_problems = fuzz(shaped_documents(), 200)
