@@ -23,8 +23,8 @@ from shared.execution.result import JobResult, StepError, StepReport
 from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
 from shared.resource import AsyncResource
 from shared.settings import Settings
+from shared.states import FINISHED_JOB_STATES, StepState
 from shared.store import Store
-from shared.store.states import FINAL_JOB_STATES
 from shared.transport import Broker, Outgoing
 
 POLL_S = 1.0
@@ -73,7 +73,7 @@ class Client(AsyncResource):
             if listener is not None:
                 listener(event)
             waiter = self._waiters.get(event.job_id)
-            if waiter is not None and not waiter.done() and event.type.startswith("job.") and event.state in FINAL_JOB_STATES:
+            if waiter is not None and not waiter.done() and event.type.startswith("job.") and event.state in FINISHED_JOB_STATES:
                 waiter.set_result(event.state)
 
     # submitting ---------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class Client(AsyncResource):
         try:
             while True:
                 doc = await self.store.job_state(job_id)
-                if doc is not None and doc["state"] in FINAL_JOB_STATES:
+                if doc is not None and doc["state"] in FINISHED_JOB_STATES:
                     break
                 remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
                 if remaining <= 0:
@@ -123,8 +123,8 @@ class Client(AsyncResource):
         reports: dict[str, StepReport] = {}
         payloads: dict[str, Any] = {}
         for name in doc.get("step_names", []):
-            state = steps[name]["state"] if name in steps else "pending"
-            outputs = steps[name]["outputs"] if name in steps and state == "succeeded" else {}
+            state = StepState(steps[name]["state"]) if name in steps else StepState.PENDING
+            outputs = steps[name]["outputs"] if name in steps and state is StepState.SUCCEEDED else {}
             if is_artifact_step(name):
                 if ARTIFACT_OUTPUT in outputs:
                     payloads[name[len(ARTIFACT_STEP_PREFIX):]] = outputs[ARTIFACT_OUTPUT]

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shared.execution.local import LocalExecutor
 from shared.execution.result import JobResult
 from shared.messages import Event
+from shared.states import FINISHED_STEP_STATES, StepState
 
 REFRESH_S = 0.1
 
@@ -54,11 +55,11 @@ async def run_with_progress(executor: LocalExecutor, *, show: bool) -> JobResult
 
 
 def _detail(executor: LocalExecutor) -> str:
-    counts = Counter(state.value for state in executor.job.core.states().values())
-    running = [name for name, state in executor.job.core.states().items() if state.value == "running"][:3]
-    parts = [f"{counts.get('running', 0)} running"]
-    if counts.get("failed"):
-        parts.append(f"[red]{counts['failed']} failed[/]")
+    counts = Counter(executor.job.core.states().values())
+    running = [name for name, state in executor.job.core.states().items() if state is StepState.RUNNING][:3]
+    parts = [f"{counts.get(StepState.RUNNING, 0)} running"]
+    if counts.get(StepState.FAILED):
+        parts.append(f"[red]{counts[StepState.FAILED]} failed[/]")
     if running:
         parts.append(", ".join(running))
     return "  ".join(parts)
@@ -66,9 +67,6 @@ def _detail(executor: LocalExecutor) -> str:
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
-
-
-FINAL_STEP_STATES = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
 
 async def follow_with_progress(wait: Callable[[Callable[[Event], None] | None], Coroutine[Any, Any, JobResult]], *,
@@ -90,12 +88,12 @@ async def follow_with_progress(wait: Callable[[Callable[[Event], None] | None], 
         while not job_task.done():
             await asyncio.wait({job_task}, timeout=REFRESH_S)
             counts = Counter(states.values())
-            done = sum(counts[s] for s in FINAL_STEP_STATES)
-            running = [name for name, state in states.items() if state == "running"][:3]
-            detail = "  ".join(filter(None, [f"{counts.get('running', 0)} running",
-                                             f"[red]{counts['failed']} failed[/]" if counts.get("failed") else "",
+            done = sum(counts[s] for s in FINISHED_STEP_STATES)
+            running = [name for name, state in states.items() if state == StepState.RUNNING][:3]
+            detail = "  ".join(filter(None, [f"{counts.get(StepState.RUNNING, 0)} running",
+                                             f"[red]{counts[StepState.FAILED]} failed[/]" if counts.get(StepState.FAILED) else "",
                                              ", ".join(running)]))
             progress.update(bar, completed=min(done, total), detail=detail)
         result = job_task.result()
-        progress.update(bar, completed=sum(1 for r in result.steps.values() if r.status in FINAL_STEP_STATES))
+        progress.update(bar, completed=sum(1 for r in result.steps.values() if r.status in FINISHED_STEP_STATES))
         return result

@@ -16,8 +16,9 @@ from rich.console import Console, OverflowMethod
 from rich.table import Table
 
 from shared.execution.result import JobResult, to_jsonable
+from shared.states import StepState
 
-STATUS_STYLES = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "cancelled": "yellow"}
+STATUS_STYLES: dict[str, str] = {StepState.SUCCEEDED: "green", StepState.FAILED: "bold red", StepState.SKIPPED: "yellow", StepState.CANCELLED: "yellow"}
 TERMINAL_VALUE_CHARS = 48
 """On a terminal, a step's output value is summarised in at most this many characters."""
 MAX_ROWS = 60
@@ -45,7 +46,7 @@ def print_result(result: JobResult, console: Console | None = None) -> None:
     shown = list(result.steps.items())
     if len(shown) > MAX_ROWS:
         half = MAX_ROWS // 2
-        shown = [item for item in shown if item[1].status != "succeeded"][:half] + shown[-half:]
+        shown = [item for item in shown if item[1].status != StepState.SUCCEEDED][:half] + shown[-half:]
     for name, report in shown:
         elapsed = "" if report.duration_s is None else f"{report.duration_s:.3f}s"
         outputs = ", ".join(f"{k}={summarize(v, limit)}" for k, v in report.outputs.items())

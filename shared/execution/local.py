@@ -32,8 +32,9 @@ from shared.document.model import JobDocument
 from shared.execution.invoke import error_message, format_traceback, invoke, retryable
 from shared.execution.result import JobResult, StepError, StepReport
 from shared.execution.timeouts import call_with_timeout
-from shared.planner.core import FINISHED_STEP_STATES, PlannerCore, StepState
+from shared.planner.core import PlannerCore
 from shared.plugin_registry import LoadedTask, PluginRegistry
+from shared.states import FINISHED_STEP_STATES, JobState, StepState
 
 DEFAULT_CONCURRENCY = max(4, os.cpu_count() or 1)
 LIVENESS_CHECK_S = 0.5
@@ -166,9 +167,21 @@ class LocalExecutor:
     def _run_step(self, name: str) -> str | None:
         job = self.job
         with self._lock:
-            if not job.core.running(name):
-                return None
             record = job.records[name]
+            state = job.core.begin(name)
+            if state is not StepState.RUNNING:  # the job is stopping: a queued step ends unstarted
+                stopped = record.state is StepState.QUEUED and state in FINISHED_STEP_STATES
+                if stopped:
+                    record.state = state
+                    job.done += 1
+                finished = job.core.finished
+        if state is not StepState.RUNNING:
+            if stopped:
+                self._notify(name, state)
+            if finished:
+                self._finished.set()
+            return None
+        with self._lock:
             record.state = StepState.RUNNING
             record.started_s = time.perf_counter()
         if self.on_change is not None:
@@ -281,6 +294,8 @@ class LocalExecutor:
                     changes.append((step, StepState.FAILED))
                     changes += [(skipped, StepState.SKIPPED) for skipped in core.failed(step)]
                 changes += [(cancelled, StepState.CANCELLED) for cancelled in core.cancel()]
+                queued = [step for step, state in core.states().items() if state is StepState.QUEUED]
+                changes += [(step, StepState.CANCELLED) for step in queued if core.stopped(step, StepState.CANCELLED)]
                 for step, state in changes:
                     job.records[step].state = state
                 job.done += len(changes)
@@ -296,7 +311,7 @@ class LocalExecutor:
     # results ----------------------------------------------------------------------------
     def result(self) -> JobResult:
         job = self.job
-        status = "failed" if job.runner_error is not None else job.core.job_state.value
+        status = JobState.FAILED if job.runner_error is not None else job.core.job_state
         steps = {name: self._report(name) for name in job.document.steps}
         return JobResult(status=status, steps=steps, error=job.first_error)
 

@@ -9,37 +9,37 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
+from dataclasses import dataclass, field
+
+from shared.states import FINISHED_STEP_STATES, JobState, StepState
+
+__all__ = ["FINISHED_STEP_STATES", "JobState", "PlannerCore", "Restored", "StepState", "topological_order"]
 
 
-class StepState(str, Enum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
+@dataclass
+class Restored:
+    """What :meth:`PlannerCore.restore` decided for the steps that were not finished."""
 
-
-class JobState(str, Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED_STEP_STATES = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
+    publish: list[str] = field(default_factory=list)
+    """Not started and ready (queued or waiting before, or pending with its inputs done): to
+    (re)publish."""
+    running: list[str] = field(default_factory=list)
+    """Stored as running: their workers hold leases and will report."""
+    stopped: list[str] = field(default_factory=list)
+    """Not started in a stopping job: finished now with :attr:`PlannerCore.stop_state`."""
 
 
 class PlannerCore:
     """Tracks step states and answers "what may run now?".
 
     ``dependencies`` maps each step to the steps it waits for. With ``fail_fast`` (the
-    default, like Argo and Dioptra) a failure releases nothing more: dependents and all
-    steps not yet started are skipped, while steps already running may finish. Without
-    it, independent branches keep going and only the failed step's descendants are skipped.
+    default, like Argo and Dioptra) a failure stops the job: nothing more is released, steps
+    never dispatched are skipped, and dispatched steps (``QUEUED`` or ``RUNNING``) keep their
+    outcome: a running one finishes, a queued one is skipped when it would start
+    (:meth:`begin`) or reported skipped by whoever holds it (:meth:`stopped`). Without it,
+    independent branches keep going and only the failed step's descendants are skipped. A
+    cancel stops the job the same way with ``CANCELLED``. The job is finished when every
+    step is.
     """
 
     def __init__(self, dependencies: Mapping[str, Sequence[str]], *, fail_fast: bool = True) -> None:
@@ -68,6 +68,15 @@ class PlannerCore:
         return self._unfinished == 0
 
     @property
+    def stop_state(self) -> StepState | None:
+        """What a step not yet started becomes now: None while the job runs normally."""
+        if self._cancelled:
+            return StepState.CANCELLED
+        if self._failed and self.fail_fast:
+            return StepState.SKIPPED
+        return None
+
+    @property
     def job_state(self) -> JobState:
         if not self._started:
             return JobState.PENDING
@@ -89,12 +98,22 @@ class PlannerCore:
             self._state[name] = StepState.QUEUED
         return ready
 
-    def running(self, step: str) -> bool:
-        """Mark a queued step as running; False if it was skipped or cancelled meanwhile."""
-        if self._state[step] in (StepState.QUEUED, StepState.RUNNING):
+    def begin(self, step: str) -> StepState:
+        """A queued step is about to start: ``RUNNING`` if it may, else the state it is in
+        now (in a stopping job a queued step becomes :attr:`stop_state` here)."""
+        state = self._state[step]
+        if state in (StepState.QUEUED, StepState.RUNNING):
+            stop = self.stop_state
+            if stop is not None and state is StepState.QUEUED:
+                self._finish(step, stop)
+                return stop
             self._state[step] = StepState.RUNNING
-            return True
-        return False
+            return StepState.RUNNING
+        return state
+
+    def running(self, step: str) -> bool:
+        """Mark a queued step as running (see :meth:`begin`); False if it may not start."""
+        return self.begin(step) is StepState.RUNNING
 
     def succeeded(self, step: str) -> list[str]:
         """Record a success; returns the steps that just became ready (now queued)."""
@@ -102,7 +121,7 @@ class PlannerCore:
             return []
         self._finish(step, StepState.SUCCEEDED)
         ready: list[str] = []
-        release = not (self._failed and self.fail_fast) and not self._cancelled
+        release = self.stop_state is None
         for child in self._children[step]:
             self._waiting[child] -= 1
             if release and self._waiting[child] == 0 and self._state[child] is StepState.PENDING:
@@ -111,22 +130,30 @@ class PlannerCore:
         return ready
 
     def failed(self, step: str) -> list[str]:
-        """Record a failure; returns the steps skipped because of it."""
+        """Record a failure; returns the steps skipped because of it (never dispatched ones:
+        see the class docstring for the dispatched)."""
         if self._state[step] in FINISHED_STEP_STATES:
             return []
         self._finish(step, StepState.FAILED)
         self._failed = True
         if self.fail_fast:
-            return self._skip_all_not_started()
+            return self._finish_pending(StepState.SKIPPED)
         return self._skip_descendants(step)
 
+    def stopped(self, step: str, state: StepState) -> bool:
+        """A dispatched step was not started because its job is stopping, and is recorded
+        with ``state`` (skipped or cancelled); False if it had finished already."""
+        if self._state[step] in FINISHED_STEP_STATES:
+            return False
+        self._finish(step, state)
+        return True
+
     def cancel(self) -> list[str]:
-        """Cancel the job: steps not started become cancelled; running ones may finish."""
+        """Cancel the job: steps never dispatched become cancelled (returned); dispatched
+        ones are cancelled when they would start, running ones may finish."""
+        self._started = True
         self._cancelled = True
-        cancelled = [n for n, s in self._state.items() if s in (StepState.PENDING, StepState.QUEUED)]
-        for name in cancelled:
-            self._finish(name, StepState.CANCELLED)
-        return cancelled
+        return self._finish_pending(StepState.CANCELLED)
 
     def requeue(self, step: str) -> bool:
         """Put a queued or running step back to queued (lost worker, expired lease)."""
@@ -135,34 +162,43 @@ class PlannerCore:
             return True
         return False
 
-    def restore(self, states: Mapping[str, StepState]) -> list[str]:
-        """Rebuild from persisted step states (a restarted planner); returns steps to queue.
+    def restore(self, states: Mapping[str, StepState], *, cancelled: bool = False) -> Restored:
+        """Rebuild from stored step states (a restarted planner; absent steps are pending).
 
-        Steps recorded as queued or running are returned too: they are re-published, and
-        idempotent result writes make a duplicate delivery harmless.
+        Gives the decisions the live run would have made: nothing succeeded runs again; a
+        stored failure (under fail-fast) or ``cancelled`` stops the job, so steps not started
+        are finished with :attr:`stop_state` while running ones keep running; otherwise steps
+        not started whose inputs are done are returned to publish.
         """
         self._started = True
+        self._cancelled |= cancelled
         for name, state in states.items():
+            state = state.core
             if state is StepState.SUCCEEDED:
                 self._finish(name, state)
                 for child in self._children[name]:
                     self._waiting[child] -= 1
-            elif state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
+            elif state in FINISHED_STEP_STATES:
                 self._finish(name, state)
                 self._failed |= state is StepState.FAILED
                 self._cancelled |= state is StepState.CANCELLED
-        if self._failed and self.fail_fast:
-            self._skip_all_not_started()
-        ready = [
-            name for name, state in self._state.items()
-            if state not in FINISHED_STEP_STATES
-            and (states.get(name) in (StepState.QUEUED, StepState.RUNNING) or self._waiting[name] == 0)
-        ]
-        if self._failed and self.fail_fast or self._cancelled:
-            ready = [n for n in ready if states.get(n) in (StepState.QUEUED, StepState.RUNNING)]
-        for name in ready:
+            elif state is StepState.RUNNING:
+                self._state[name] = StepState.RUNNING
+        restored = Restored(running=[n for n, s in self._state.items() if s is StepState.RUNNING])
+        stop = self.stop_state
+        for name, state in self._state.items():
+            if state is not StepState.PENDING:
+                continue
+            stored = states.get(name, StepState.PENDING).core
+            if stop is not None:
+                restored.stopped.append(name)
+            elif stored is StepState.QUEUED or self._waiting[name] == 0:
+                restored.publish.append(name)
+        for name in restored.stopped:
+            self._finish(name, stop)  # type: ignore[arg-type]
+        for name in restored.publish:
             self._state[name] = StepState.QUEUED
-        return ready
+        return restored
 
     # internals --------------------------------------------------------------------------
     def _finish(self, step: str, state: StepState) -> None:
@@ -170,18 +206,18 @@ class PlannerCore:
             self._unfinished -= 1
         self._state[step] = state
 
-    def _skip_all_not_started(self) -> list[str]:
-        skipped = [n for n, s in self._state.items() if s in (StepState.PENDING, StepState.QUEUED)]
-        for name in skipped:
-            self._finish(name, StepState.SKIPPED)
-        return skipped
+    def _finish_pending(self, state: StepState) -> list[str]:
+        names = [n for n, s in self._state.items() if s is StepState.PENDING]
+        for name in names:
+            self._finish(name, state)
+        return names
 
     def _skip_descendants(self, step: str) -> list[str]:
         skipped: list[str] = []
         stack = list(self._children[step])
         while stack:
             name = stack.pop()
-            if self._state[name] in (StepState.PENDING, StepState.QUEUED):
+            if self._state[name] is StepState.PENDING:
                 self._finish(name, StepState.SKIPPED)
                 skipped.append(name)
                 stack.extend(self._children[name])

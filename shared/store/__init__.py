@@ -1,6 +1,6 @@
 """MongoDB persistence of the distributed mode: jobs, steps (with outputs), events, GridFS values."""
 
-from shared.store.mongo import Finish, JobRecord, StepRecord, Store
-from shared.store.states import ACTIVE_JOB_STATES, FINAL_STEP_STATES, StoredStepState
+from shared.store.mongo import JobRecord, Store
+from shared.store.steps import Finish, StepRecord
 
-__all__ = ["ACTIVE_JOB_STATES", "FINAL_STEP_STATES", "Finish", "JobRecord", "StepRecord", "Store", "StoredStepState"]
+__all__ = ["Finish", "JobRecord", "StepRecord", "Store"]

@@ -13,7 +13,7 @@ from services.cluster import LocalCluster
 from shared import codec
 from shared.messages import JobSubmission, StepDispatch, encode
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import Finish, Store
 from shared.transport import Broker, Outgoing
 from tests.integration import documents
 from tests.support.distributed import TEST_PLUGINS
@@ -104,6 +104,11 @@ def test_step_that_kills_its_workers_is_dead_lettered_and_fails_the_job(amqp_url
         cleanup(settings)
 
 
+async def _finish(store: Store, job_id: str, step: str, attempt: int, worker: str, outputs: codec.Encoded) -> bool:
+    (recorded,) = await store.finish_many([Finish(job_id, step, attempt, worker, succeeded=True, outputs=outputs, duration_s=0.1)])
+    return recorded
+
+
 def test_redelivered_and_late_duplicate_steps_record_one_result(settings: Settings) -> None:
     """Store-level: the claim and the final write are compare-and-sets on (state, attempt)."""
     from shared.document import catalog_for, check_text
@@ -114,27 +119,25 @@ def test_redelivered_and_late_duplicate_steps_record_one_result(settings: Settin
     async def scenario() -> None:
         async with Store(settings) as store:
             await store.ensure_indexes()
-            await store.insert_job("j1", document, {"x": 3}, name="d.yaml", fail_fast=True, submitted_at=time.time())
-            await store.insert_steps("j1", document)
-            await store.insert_steps("j1", document)  # a redelivered submission adds nothing
-            assert len(await store.step_records("j1")) == 4
-            await store.mark_queued("j1", ["top"])
+            assert await store.insert_job("j1", document, {"x": 3}, name="d.yaml", fail_fast=True, submitted_at=time.time())
+            assert not await store.insert_job("j1", document, {"x": 3}, name="d.yaml", fail_fast=True, submitted_at=time.time())
+            await store.mark_dispatched("j1", ["top"])
             assert await store.claim("j1", "top", 1, "w1", take_over=False)
             assert not await store.claim("j1", "top", 1, "w2", take_over=False)  # duplicate delivery
             first = codec.encode({"value": 4}, threshold_bytes=100)
-            assert await store.finish("j1", "top", 1, "w1", succeeded=True, outputs=first, error=None, duration_s=0.1)
+            assert await _finish(store, "j1", "top", 1, "w1", first)
             again = codec.encode({"value": 999}, threshold_bytes=100)
-            assert not await store.finish("j1", "top", 1, "w2", succeeded=True, outputs=again, error=None, duration_s=0.1)
+            assert not await _finish(store, "j1", "top", 1, "w2", again)
             assert not await store.claim("j1", "top", 1, "w3", take_over=True)  # redelivered after success
             assert (await store.upstream_outputs("j1", ["top"])) == {"top": {"value": 4}}
             # a late duplicate of an older attempt cannot overwrite the newer one
-            await store.mark_queued("j1", ["left"])
+            await store.mark_dispatched("j1", ["left"])
             assert await store.claim("j1", "left", 1, "slow", take_over=False)
             assert await store.requeue("j1", "left", 1, reason="lease expired") == 2
             assert await store.claim("j1", "left", 2, "fast", take_over=False)
-            assert await store.finish("j1", "left", 2, "fast", succeeded=True, outputs=codec.encode({"value": 14}, threshold_bytes=100), error=None, duration_s=0.1)
+            assert await _finish(store, "j1", "left", 2, "fast", codec.encode({"value": 14}, threshold_bytes=100))
             big = codec.encode({"value": b"x" * 10_000}, threshold_bytes=100)
-            assert not await store.finish("j1", "left", 1, "slow", succeeded=True, outputs=big, error=None, duration_s=9)
+            assert not await _finish(store, "j1", "left", 1, "slow", big)
             record = (await store.step_records("j1"))["left"]
             assert (record.attempt, record.worker) == (2, "fast")
             assert (await store.upstream_outputs("j1", ["left"])) == {"left": {"value": 14}}

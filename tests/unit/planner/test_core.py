@@ -25,13 +25,26 @@ def test_diamond_releases_steps_as_dependencies_complete() -> None:
     assert core.finished and core.job_state is JobState.SUCCEEDED
 
 
-def test_failure_skips_dependents_and_fails_the_job() -> None:
+def test_failure_skips_what_was_never_dispatched_and_stops_the_queued_when_they_would_start() -> None:
     core = PlannerCore(DIAMOND)
     core.start()
     core.succeeded("a")
-    assert sorted(core.failed("b")) == ["c", "d"]  # fail-fast: c was queued, not started
+    assert core.failed("b") == ["d"]  # fail-fast: c was dispatched, so it keeps its own outcome
     assert core.state("d") is StepState.SKIPPED
-    assert core.job_state is JobState.FAILED
+    assert core.state("c") is StepState.QUEUED and not core.finished
+    assert core.stop_state is StepState.SKIPPED
+    assert core.begin("c") is StepState.SKIPPED  # whoever holds it does not start it
+    assert core.finished and core.job_state is JobState.FAILED
+
+
+def test_a_queued_step_reported_skipped_by_its_worker_finishes_the_job() -> None:
+    core = PlannerCore({"a": [], "b": []})
+    core.start()
+    core.failed("a")
+    assert not core.finished
+    assert core.stopped("b", StepState.SKIPPED)
+    assert not core.stopped("b", StepState.SKIPPED)  # a duplicate report changes nothing
+    assert core.finished and core.job_state is JobState.FAILED
 
 
 def test_keep_going_skips_only_descendants() -> None:
@@ -60,6 +73,7 @@ def test_skipped_step_is_not_started() -> None:
     core.start()
     core.failed("a")
     assert core.running("b") is False
+    assert core.state("b") is StepState.SKIPPED
 
 
 def test_duplicate_completion_is_ignored() -> None:
@@ -74,20 +88,39 @@ def test_cancel_stops_unstarted_steps() -> None:
     core.start()
     core.running("a")
     assert sorted(core.cancel()) == ["b", "c", "d"]
+    assert not core.finished  # a still runs
     core.succeeded("a")
     assert core.job_state is JobState.CANCELLED
 
 
 def test_restore_resumes_without_rerunning_completed_steps() -> None:
     core = PlannerCore(DIAMOND)
-    again = core.restore({"a": StepState.SUCCEEDED, "b": StepState.SUCCEEDED, "c": StepState.RUNNING, "d": StepState.PENDING})
-    assert again == ["c"]
+    restored = core.restore({"a": StepState.SUCCEEDED, "b": StepState.SUCCEEDED, "c": StepState.RUNNING, "d": StepState.PENDING})
+    assert (restored.publish, restored.running, restored.stopped) == ([], ["c"], [])
     assert core.succeeded("c") == ["d"]
+
+
+def test_restore_republishes_queued_and_waiting_steps_and_publishes_newly_ready_ones() -> None:
+    core = PlannerCore(DIAMOND)
+    restored = core.restore({"a": StepState.SUCCEEDED, "b": StepState.WAITING})
+    assert sorted(restored.publish) == ["b", "c"]
+    assert core.state("d") is StepState.PENDING
 
 
 def test_restore_of_a_failed_job_finishes_it() -> None:
     core = PlannerCore(DIAMOND)
-    assert core.restore({"a": StepState.SUCCEEDED, "b": StepState.FAILED}) == []
+    restored = core.restore({"a": StepState.SUCCEEDED, "b": StepState.FAILED})
+    assert restored.publish == [] and sorted(restored.stopped) == ["c", "d"]
+    assert core.finished and core.job_state is JobState.FAILED
+
+
+def test_restore_of_a_failure_beside_a_running_step_lets_it_finish() -> None:
+    """The defect: restore skipped the running step and finished the job under it."""
+    core = PlannerCore({"boom": [], "long": [], "after": ["boom"], "later": ["long"]})
+    restored = core.restore({"boom": StepState.FAILED, "long": StepState.RUNNING})
+    assert restored.running == ["long"] and sorted(restored.stopped) == ["after", "later"]
+    assert core.state("long") is StepState.RUNNING and not core.finished
+    assert core.succeeded("long") == []
     assert core.finished and core.job_state is JobState.FAILED
 
 
