@@ -1,0 +1,433 @@
+"""The job book: every decision of the planner service, pure (no asyncio, no I/O, no clock).
+
+It holds every active job (its :class:`PlannerCore`, attempts, unrouted and waiting steps,
+first error, whether it is restored or stopping) and turns inputs into effects
+(:mod:`shared.planner.effects`) that the service shell carries out in the order given.
+Time comes in as ``now`` arguments; job ids come in with the inputs.
+
+Inputs, and the effects each can produce:
+
+* :meth:`accept` a validated, stored job -> ``StartJob``, ``Publish``, ``MarkDispatched``
+  (``FinishJob`` for an empty graph).
+* :meth:`reject` an invalid submission -> ``RejectJob``.
+* :meth:`notices` workers' reports (also the outcomes the shell reads back from MongoDB:
+  a missed report, a dead-lettered step) -> ``Publish`` and ``MarkDispatched`` for released
+  steps, ``StopSteps`` for steps skipped by a failure, ``ControlJob`` when the job starts
+  stopping, ``Emit``, ``FinishJob`` when nothing of the job can run or record any more.
+* :meth:`routed` whether a ``Publish`` reached a queue -> ``Emit`` (``step.queued``), or
+  ``MarkWaiting`` + ``Record`` + ``Emit`` (no queue for the device yet), or ``StopSteps``
+  (the job is stopping: an unrouted step is simply not started).
+* :meth:`dead_letter` a step message the broker gave up on -> ``FailStep`` + ``Record``.
+* :meth:`lease_expired` -> ``Requeue``; :meth:`requeued` (the write matched) -> ``Publish``.
+* :meth:`cancel` -> ``StopSteps`` (cancelled), ``ControlJob``, ``Emit``, ``FinishJob``; an
+  unknown job -> ``FinishJob`` (the store's compare-and-set finishes it only if pending).
+* :meth:`tick` the time -> a :class:`TickPlan` (what the shell should look at now);
+  :meth:`presence` of consumers per device -> ``Publish`` (a queue appeared for unrouted
+  steps), ``MarkWaiting`` either way, ``StopSteps`` (waiting steps of a stopping job).
+* :meth:`restoring` then :meth:`restore` a job from stored state (a restarted planner) ->
+  ``ControlJob`` (claim), then ``StartJob``, ``StopSteps``, ``Publish`` (claimed),
+  ``FinishJob``.
+* :meth:`forget` a job whose terminal state is durable.
+
+A job ends only when nothing of it can still run or record: under fail-fast or a cancel,
+steps never dispatched are stopped at once, dispatched ones keep their own outcome (a
+worker skips one it had not started and reports it), and ``FinishJob`` comes after every
+dispatched step reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.messages import Event, StepErrorInfo, StepNotice
+from shared.planner.core import PlannerCore
+from shared.planner.effects import (
+    ControlJob,
+    Effect,
+    Emit,
+    FailStep,
+    FinishJob,
+    MarkDispatched,
+    MarkWaiting,
+    Publish,
+    Record,
+    RejectJob,
+    Requeue,
+    StartJob,
+    StopSteps,
+)
+from shared.states import ErrorKind, JobState, StepState
+
+MAX_BATCH = 64
+MIN_MESSAGES = 32
+NO_QUEUE = "no queue exists for this device: no worker of this type has ever started"
+NO_CONSUMER = "its queue has no consumer"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the book needs of a validated document."""
+
+    dependencies: Mapping[str, Sequence[str]]
+    devices: Mapping[str, str]
+    fail_fast: bool = True
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """A step as MongoDB holds it (for :meth:`JobBook.restore`)."""
+
+    state: StepState
+    attempt: int = 0
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """What the shell should look at on this tick."""
+
+    devices: frozenset[str]
+    """Devices with dispatched, unstarted steps: report their consumers (:meth:`JobBook.presence`)."""
+    scan_leases: bool
+    """Look for expired leases (:meth:`JobBook.lease_expired`)."""
+    reconcile_since: float | None
+    """Look for steps finished since then whose report never came (:meth:`JobBook.notices`)."""
+
+
+@dataclass
+class BookJob:
+    job_id: str
+    core: PlannerCore
+    devices: Mapping[str, str]
+    claim: bool = False
+    """Restored: workers claim every step before running it."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    first_error: dict[str, Any] | None = None
+    unrouted: set[str] = field(default_factory=set)
+    """Published, but the broker had no queue for their device: republished once one exists."""
+    waiting: set[str] = field(default_factory=set)
+    """Shown as waiting for a worker of their device."""
+    stop_sent: StepState | None = None
+    finishing: bool = False
+    """``FinishJob`` was given; the job stays until :meth:`JobBook.forget`."""
+
+
+class JobBook:
+    """Every active job of one planner, and every decision about them."""
+
+    def __init__(self, *, lease_s: float = 30.0) -> None:
+        self.lease_s = lease_s
+        self._jobs: dict[str, BookJob] = {}
+        self._lease_scan_at: float | None = None
+        self._reconciled_at: float | None = None
+
+    # queries ------------------------------------------------------------------------------
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def job(self, job_id: str) -> BookJob | None:
+        return self._jobs.get(job_id)
+
+    def job_ids(self) -> list[str]:
+        return list(self._jobs)
+
+    # jobs ---------------------------------------------------------------------------------
+    def accept(self, job_id: str, plan: JobPlan, now: float) -> list[Effect]:
+        """A validated job, already stored: start it (a duplicate changes nothing)."""
+        if job_id in self._jobs:
+            return []
+        job = self._add(job_id, plan)
+        ready = job.core.start()
+        effects: list[Effect] = [StartJob(job_id, now, len(plan.dependencies), _job_event(job_id, JobState.RUNNING, now, {"steps": len(plan.dependencies)}))]
+        effects += self._dispatch(job, ready)
+        effects += self._maybe_finish(job, now)
+        return effects
+
+    def reject(self, job_id: str, name: str, problems: Sequence[str], now: float) -> list[Effect]:
+        event = _job_event(job_id, JobState.REJECTED, now, {"problems": list(problems), "reason": "invalid document"})
+        return [RejectJob(job_id, name, tuple(problems), now, event)]
+
+    def cancel(self, job_id: str, now: float) -> list[Effect]:
+        job = self._jobs.get(job_id)
+        if job is None:  # not started here: finished only if the store has it pending
+            return [FinishJob(job_id, JobState.CANCELLED, now, None, _job_event(job_id, JobState.CANCELLED, now, {}))]
+        if job.finishing:
+            return []
+        cancelled = job.core.cancel()
+        effects: list[Effect] = self._stopped(job, cancelled, StepState.CANCELLED, now)
+        effects += self._begin_stop(job, now)
+        effects += self._maybe_finish(job, now)
+        return effects
+
+    def forget(self, job_id: str) -> None:
+        """The job's terminal state is durable: it leaves memory."""
+        self._jobs.pop(job_id, None)
+
+    # restart ------------------------------------------------------------------------------
+    @staticmethod
+    def restoring(job_id: str, stop: StepState | None) -> list[Effect]:
+        """Before a restarted planner reads a job's steps: tell workers to claim its steps
+        (copies of its step messages may exist), keeping its stop word."""
+        return [ControlJob(job_id, claim=True, stop=stop)]
+
+    def restore(self, job_id: str, plan: JobPlan, stored: Mapping[str, StoredStep], now: float, *,
+                stop: StepState | None = None, first_error: Mapping[str, Any] | None = None) -> list[Effect]:
+        """Rebuild a job from what MongoDB holds: the decisions the live run would have made."""
+        if job_id in self._jobs:
+            return []
+        job = self._add(job_id, plan, claim=True)
+        job.first_error = dict(first_error) if first_error else None
+        for name, step in stored.items():
+            if name not in job.devices:
+                continue
+            job.attempts[name] = max(1, step.attempt)
+            if step.state is StepState.FAILED and job.first_error is None:
+                job.first_error = _first_error(name, step.error)
+        restored = job.core.restore({n: s.state for n, s in stored.items() if n in job.devices},
+                                    cancelled=stop is StepState.CANCELLED)
+        effects: list[Effect] = [StartJob(job_id, now, len(plan.dependencies), _job_event(job_id, JobState.RUNNING, now, {"restored": True}))]
+        stop_state = job.core.stop_state
+        if restored.stopped and stop_state is not None:
+            effects.append(StopSteps(job_id, tuple(restored.stopped), stop_state))
+            effects.append(_emit(job_id, [_step_event(job_id, n, stop_state, now) for n in restored.stopped]))
+        if stop_state is not None:
+            job.stop_sent = stop_state
+            effects.append(ControlJob(job_id, claim=True, stop=stop_state))
+        effects += self._dispatch(job, restored.publish)
+        effects += self._maybe_finish(job, now)
+        return effects
+
+    # reports ------------------------------------------------------------------------------
+    def notices(self, notices: Iterable[StepNotice], now: float) -> list[Effect]:
+        """Workers' reports (duplicates and late ones change nothing)."""
+        touched: dict[str, BookJob] = {}
+        ready: dict[str, list[str]] = defaultdict(list)
+        stopped: dict[tuple[str, StepState], list[str]] = defaultdict(list)
+        events: dict[str, list[Event]] = defaultdict(list)
+        for notice in notices:
+            job = self._jobs.get(notice.job_id)
+            if job is None or job.finishing or notice.step not in job.devices or job.core.state(notice.step).finished:
+                continue
+            touched[job.job_id] = job
+            job.waiting.discard(notice.step)
+            job.unrouted.discard(notice.step)
+            outcome = StepState(notice.outcome)
+            detail: dict[str, Any] = {"duration_s": notice.duration_s}
+            if notice.error is not None:
+                detail["error"] = notice.error.model_dump(mode="json")
+            events[job.job_id].append(Event(type=f"step.{outcome}", job_id=job.job_id, step=notice.step, state=outcome,
+                                            attempt=notice.attempt, worker_id=notice.worker_id, detail=detail, at=now))
+            if outcome is StepState.SUCCEEDED:
+                ready[job.job_id] += job.core.succeeded(notice.step)
+            elif outcome is StepState.FAILED:
+                if job.first_error is None:
+                    job.first_error = _first_error(notice.step, notice.error.model_dump(mode="json") if notice.error else None)
+                stopped[(job.job_id, StepState.SKIPPED)] += job.core.failed(notice.step)
+            else:
+                job.core.stopped(notice.step, outcome)
+        effects: list[Effect] = []
+        for job_id, job in touched.items():
+            released = ready.get(job_id, [])
+            stop = job.core.stop_state
+            if stop is not None:  # released earlier in this batch than the failure: never sent
+                effects += self._stop_queued(job, released, stop, now)
+            else:
+                effects += self._dispatch(job, released)
+            for state in (StepState.SKIPPED, StepState.CANCELLED):
+                effects += self._stopped(job, stopped.get((job_id, state), []), state, now, events=events[job_id])
+            if events[job_id]:
+                effects.append(_emit(job_id, events[job_id]))
+            effects += self._begin_stop(job, now)
+            effects += self._maybe_finish(job, now)
+        return effects
+
+    def routed(self, job_id: str, steps: Sequence[str], routed: bool, now: float) -> list[Effect]:
+        """The broker confirmed a ``Publish``; ``routed`` is False when no queue took it."""
+        job = self._jobs.get(job_id)
+        if job is None or job.finishing:
+            return []
+        steps = [s for s in steps if job.core.state(s) is StepState.QUEUED]
+        if routed:
+            job.unrouted.difference_update(steps)
+            return [_emit(job_id, [_step_event(job_id, s, StepState.QUEUED, now, attempt=job.attempts.get(s, 1)) for s in steps])] if steps else []
+        job.unrouted.update(steps)
+        return self._mark_waiting(job, steps, NO_QUEUE, now) + self._maybe_finish(job, now)
+
+    def dead_letter(self, job_id: str, step: str, attempt: int, reason: str, kind: ErrorKind, now: float) -> list[Effect]:
+        """A step message the broker dead-lettered: the step fails (recorded, even if it had
+        no document), unless it finished or moved to a newer attempt meanwhile."""
+        job = self._jobs.get(job_id)
+        record = Record({"type": "step.dead_lettered", "job_id": job_id, "step": step, "attempt": attempt, "reason": reason, "at": now})
+        if (job is None or job.finishing or step not in job.devices or job.core.state(step).finished
+                or attempt < job.attempts.get(step, attempt)):
+            return [record]
+        why = ("a worker refused its message" if kind is ErrorKind.REJECTED
+               else "its workers crashed or gave it back too many times")
+        error = StepErrorInfo(type="DeadLettered", message=f"the step's message was dead-lettered ({reason}): {why}", kind=kind)
+        return [record, FailStep(job_id, step, attempt, error)]
+
+    def lease_expired(self, job_id: str, step: str, attempt: int, worker: str | None, now: float) -> list[Effect]:
+        job = self._jobs.get(job_id)
+        if job is None or job.finishing or step not in job.devices or job.core.state(step).finished:
+            return []
+        if attempt != job.attempts.get(step, attempt):
+            return []
+        return [Requeue(job_id, step, attempt, f"lease of worker {worker} expired")]
+
+    def requeued(self, job_id: str, step: str, attempt: int, now: float) -> list[Effect]:
+        """The step is queued again as ``attempt`` in MongoDB: publish it (a retry of a step
+        that was running, so allowed in a stopping job too; its worker then skips it)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.finishing or not job.core.requeue(step):
+            return []
+        job.attempts[step] = attempt
+        job.waiting.discard(step)
+        job.unrouted.discard(step)
+        return self._dispatch(job, [step])
+
+    # housekeeping -------------------------------------------------------------------------
+    def tick(self, now: float) -> TickPlan:
+        devices = frozenset(job.devices[name] for job in self._jobs.values() if not job.finishing
+                            for name, state in job.core.states().items() if state is StepState.QUEUED)
+        scan = self._lease_scan_at is None or now - self._lease_scan_at >= min(self.lease_s / 2, 5.0)
+        since = None
+        if scan:
+            since = (self._reconciled_at if self._reconciled_at is not None else now) - max(self.lease_s, 10.0)
+            self._lease_scan_at = self._reconciled_at = now
+        return TickPlan(devices, scan and bool(self._jobs), since if self._jobs else None)
+
+    def presence(self, consumers: Mapping[str, int | None], now: float) -> list[Effect]:
+        """Consumers per device queue (None: the queue does not exist)."""
+        effects: list[Effect] = []
+        for job in list(self._jobs.values()):
+            if job.finishing:
+                continue
+            by_device: dict[str, list[str]] = defaultdict(list)
+            for name, state in job.core.states().items():
+                if state is StepState.QUEUED and job.devices[name] in consumers:
+                    by_device[job.devices[name]].append(name)
+            for device, names in by_device.items():
+                count = consumers[device]
+                if count is not None:
+                    effects += self._dispatch(job, [n for n in names if n in job.unrouted])
+                if not count:
+                    effects += self._mark_waiting(job, names, NO_QUEUE if count is None else NO_CONSUMER, now)
+                    continue
+                back = [n for n in names if n in job.waiting and n not in job.unrouted]
+                if back:
+                    job.waiting.difference_update(back)
+                    effects.append(MarkWaiting(job.job_id, tuple(back), False))
+            effects += self._maybe_finish(job, now)
+        return effects
+
+    # internals ----------------------------------------------------------------------------
+    def _add(self, job_id: str, plan: JobPlan, *, claim: bool = False) -> BookJob:
+        job = BookJob(job_id, PlannerCore(plan.dependencies, fail_fast=plan.fail_fast), plan.devices, claim=claim)
+        self._jobs[job_id] = job
+        return job
+
+    def _dispatch(self, job: BookJob, names: Sequence[str]) -> list[Effect]:
+        names = [n for n in names if job.core.state(n) is StepState.QUEUED]
+        if not names:
+            return []
+        for name in names:
+            job.attempts[name] = job.attempts.get(name) or 1
+        effects: list[Effect] = [Publish(job.job_id, job.devices[chunk[0]], tuple((n, job.attempts[n]) for n in chunk), job.claim)
+                                 for chunk in _batches(job.devices, names)]
+        effects.append(MarkDispatched(job.job_id, tuple(names)))
+        return effects
+
+    def _mark_waiting(self, job: BookJob, names: Sequence[str], reason: str, now: float) -> list[Effect]:
+        stop = job.core.stop_state
+        if stop is not None:  # not started and nobody can take it: it simply ends
+            return self._stop_queued(job, names, stop, now)
+        new = [n for n in names if n not in job.waiting and job.core.state(n) is StepState.QUEUED]
+        if not new:
+            return []
+        job.waiting.update(new)
+        effects: list[Effect] = [MarkWaiting(job.job_id, tuple(new), True)]
+        by_device: dict[str, list[str]] = defaultdict(list)
+        for name in new:
+            by_device[job.devices[name]].append(name)
+        for device, steps in by_device.items():
+            effects.append(Record({"type": "step.waiting", "job_id": job.job_id, "device": device, "steps": steps[:100],
+                                   "count": len(steps), "reason": f"waiting for a worker of type {device}: {reason}", "at": now}))
+        effects.append(_emit(job.job_id, [_step_event(job.job_id, n, StepState.WAITING, now, detail={
+            "device": job.devices[n], "reason": f"waiting for a worker of type {job.devices[n]}: {reason}"}) for n in new]))
+        return effects
+
+    def _begin_stop(self, job: BookJob, now: float) -> list[Effect]:
+        """The first time a job is stopping: tell workers, and end the dispatched steps that
+        no worker can hold (unrouted, or waiting for a device nobody serves)."""
+        stop = job.core.stop_state
+        if stop is None or job.stop_sent is stop:
+            return []
+        job.stop_sent = stop
+        effects: list[Effect] = [ControlJob(job.job_id, claim=job.claim, stop=stop)]
+        idle = [n for n in job.unrouted | job.waiting if job.core.state(n) is StepState.QUEUED]
+        return effects + self._stop_queued(job, sorted(idle), stop, now)
+
+    def _stop_queued(self, job: BookJob, names: Iterable[str], stop: StepState, now: float) -> list[Effect]:
+        ended = [n for n in names if job.core.state(n) is StepState.QUEUED and job.core.stopped(n, stop)]
+        job.unrouted.difference_update(ended)
+        job.waiting.difference_update(ended)
+        return self._stopped(job, ended, stop, now)
+
+    def _stopped(self, job: BookJob, names: Sequence[str], state: StepState, now: float,
+                 events: list[Event] | None = None) -> list[Effect]:
+        """Steps the core just ended unstarted: write them; their events (into ``events``
+        when given, else as an effect of their own)."""
+        if not names:
+            return []
+        new_events = [_step_event(job.job_id, n, state, now) for n in names]
+        if events is not None:
+            events.extend(new_events)
+            return [StopSteps(job.job_id, tuple(names), state)]
+        return [StopSteps(job.job_id, tuple(names), state), _emit(job.job_id, new_events)]
+
+    def _maybe_finish(self, job: BookJob, now: float) -> list[Effect]:
+        if not job.core.finished or job.finishing:
+            return []
+        job.finishing = True
+        state = job.core.job_state
+        detail = {"error": job.first_error} if job.first_error else {}
+        return [FinishJob(job.job_id, state, now, job.first_error, _job_event(job.job_id, state, now, detail))]
+
+
+def _batches(devices: Mapping[str, str], names: Sequence[str]) -> list[list[str]]:
+    """Ready steps grouped per device into messages: one step each when few are ready (a
+    chain), up to ``MAX_BATCH`` per message when many are (a fan-out), always leaving at
+    least ``MIN_MESSAGES`` messages per device so that every worker gets a share."""
+    by_device: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        by_device[devices[name]].append(name)
+    chunks: list[list[str]] = []
+    for steps in by_device.values():
+        size = max(1, min(MAX_BATCH, len(steps) // MIN_MESSAGES))
+        chunks.extend(steps[start:start + size] for start in range(0, len(steps), size))
+    return chunks
+
+
+def _first_error(step: str, error: Mapping[str, Any] | None) -> dict[str, Any]:
+    error = error or {}
+    return {"step": step, "type": str(error.get("type", "Error")), "message": str(error.get("message", "")),
+            "kind": str(error.get("kind", ErrorKind.TASK))}
+
+
+def _job_event(job_id: str, state: JobState, now: float, detail: dict[str, Any]) -> Event:
+    return Event(type=f"job.{state}", job_id=job_id, state=state, detail=detail, at=now)
+
+
+def _step_event(job_id: str, step: str, state: StepState, now: float, *, attempt: int | None = None,
+                detail: dict[str, Any] | None = None) -> Event:
+    return Event(type=f"step.{state}", job_id=job_id, step=step, state=state, attempt=attempt, detail=detail or {}, at=now)
+
+
+def _emit(job_id: str, events: Sequence[Event]) -> Emit:
+    return Emit(job_id, tuple(events))

@@ -1,0 +1,201 @@
+"""The job book, decision by decision: each defect of issue 8 as a scenario without services."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.messages import StepNotice
+from shared.planner.book import MAX_BATCH, MIN_MESSAGES, JobBook, JobPlan, StoredStep
+from shared.planner.effects import ControlJob, Emit, FailStep, FinishJob, Publish, RejectJob, StartJob, StopSteps
+from shared.states import ErrorKind, JobState, StepState
+from tests.unit.planner.book_world import JOB, Violation, World
+
+BESIDE = JobPlan({"boom": [], "long": [], "after_boom": ["boom"], "after_long": ["long"]},
+                 dict.fromkeys(["boom", "long", "after_boom", "after_long"], "cpu"))
+
+
+def _world(plan: JobPlan) -> World:
+    world = World(plan)
+    world.submit()
+    return world
+
+
+def _run(world: World, step: str, *, succeeded: bool) -> None:
+    index = next(i for i, run in enumerate(world.runs) if run.step == step)
+    world.finish(index, succeeded=succeeded)
+
+
+def _deliver_all(world: World) -> None:
+    for device, queue in world.queues.items():
+        while queue:
+            world.deliver(device, 0)
+
+
+def test_a_failure_lets_a_running_step_finish_and_record_its_result() -> None:
+    world = _world(BESIDE)
+    _deliver_all(world)  # boom and long run (long unclaimed, on the fast path)
+    _run(world, "boom", succeeded=False)
+    world.deliver_notice(0)
+    assert world.docs["after_boom"].state is StepState.SKIPPED and world.docs["after_long"].state is StepState.SKIPPED
+    assert world.job_state is JobState.RUNNING, "the job finished while long still ran"
+    _run(world, "long", succeeded=True)
+    world.deliver_notice(0)
+    assert world.docs["long"].state is StepState.SUCCEEDED
+    assert world.finishes == [JobState.FAILED]
+
+
+def test_a_restart_after_a_failure_lets_the_running_step_finish() -> None:
+    world = _world(BESIDE)
+    _deliver_all(world)
+    _run(world, "boom", succeeded=False)
+    world.deliver_notice(0)
+    world.restart()
+    assert world.docs["long"].state is StepState.RUNNING  # claimed when told to
+    assert world.job_state is JobState.RUNNING
+    _run(world, "long", succeeded=True)
+    world.deliver_notice(0)
+    assert world.docs["long"].state is StepState.SUCCEEDED and world.finishes == [JobState.FAILED]
+
+
+def test_a_dispatched_step_not_yet_started_is_skipped_by_its_worker_and_reported() -> None:
+    world = _world(BESIDE)
+    world.deliver("cpu", 0)  # boom runs; long waits in its queue
+    _run(world, "boom", succeeded=False)
+    world.deliver_notice(0)
+    assert world.control == (False, StepState.SKIPPED)
+    assert "long" not in world.docs and world.job_state is JobState.RUNNING
+    world.deliver("cpu", 0)  # the worker sees the stop word and does not run it
+    assert not world.runs and world.docs["long"].state is StepState.SKIPPED
+    world.deliver_notice(0)
+    assert world.finishes == [JobState.FAILED]
+
+
+def test_steps_released_in_the_batch_of_a_failure_are_never_sent() -> None:
+    world = _world(JobPlan({"a": [], "b": [], "c": ["a"]}, dict.fromkeys("abc", "cpu")))
+    _deliver_all(world)
+    _run(world, "a", succeeded=True)
+    _run(world, "b", succeeded=False)
+    world.deliver_all_notices(0)  # a's success releases c in the same batch as b's failure
+    assert world.docs["c"].state is StepState.SKIPPED and not world.queues["cpu"]
+    assert world.finishes == [JobState.FAILED]
+
+
+def test_a_dead_lettered_step_without_a_document_fails_and_the_job_moves_on() -> None:
+    world = _world(JobPlan({"a": [], "b": ["a"]}, {"a": "cpu", "b": "cpu"}))
+    world.dead_letter("cpu", 0, ErrorKind.REJECTED)
+    assert world.docs["a"].state is StepState.FAILED
+    assert world.finishes == [JobState.FAILED] and world.docs["b"].state is StepState.SKIPPED
+
+
+def test_a_dead_letter_of_an_older_attempt_or_a_finished_step_changes_nothing() -> None:
+    book = JobBook()
+    book.accept(JOB, JobPlan({"a": []}, {"a": "cpu"}), 1.0)
+    book.requeued(JOB, "a", 2, 2.0)
+    effects = book.dead_letter(JOB, "a", 1, "delivery_limit", ErrorKind.LOST, 3.0)
+    assert not any(isinstance(e, FailStep) for e in effects)
+    (fail,) = [e for e in book.dead_letter(JOB, "a", 2, "delivery_limit", ErrorKind.LOST, 4.0) if isinstance(e, FailStep)]
+    assert fail.error.kind is ErrorKind.LOST and "dead-lettered" in fail.error.message
+
+
+def test_a_restart_never_runs_one_attempt_twice() -> None:
+    plan = JobPlan({f"s{i}": [] for i in range(6)}, {f"s{i}": "cpu" for i in range(6)})
+    world = _world(plan)
+    world.deliver("cpu", 0)
+    world.deliver("cpu", 0)  # two run unclaimed, four wait in the queue
+    world.restart()  # republishes the unstarted ones with claim; the old copies are still queued
+    assert len(world.queues["cpu"]) == 4 + 4
+    assert all(message.claim for message in world.queues["cpu"][4:])
+    _deliver_all(world)  # every copy: the claim decides; a Violation would be raised on a double run
+    assert len(world.runs) == 6
+    world.quiesce()
+    assert world.finishes == [JobState.SUCCEEDED]
+
+
+def test_a_restored_job_does_not_dispatch_what_succeeded() -> None:
+    book = JobBook()
+    plan = JobPlan({"a": [], "b": ["a"], "c": ["b"]}, dict.fromkeys("abc", "cpu"))
+    effects = book.restore(JOB, plan, {"a": StoredStep(StepState.SUCCEEDED, 1), "b": StoredStep(StepState.RUNNING, 1)}, 5.0)
+    assert not [e for e in effects if isinstance(e, Publish)]
+    assert book.job(JOB).core.state("b") is StepState.RUNNING  # type: ignore[union-attr]
+    effects = book.notices([StepNotice(job_id=JOB, step="b", attempt=1, outcome=StepState.SUCCEEDED, worker_id="w")], 6.0)
+    (publish,) = [e for e in effects if isinstance(e, Publish)]
+    assert publish.steps == (("c", 1),) and publish.claim
+
+
+def test_cancel_ends_the_unstarted_lets_running_steps_finish_and_ends_cancelled() -> None:
+    world = _world(JobPlan({"a": [], "b": [], "c": ["a"]}, dict.fromkeys("abc", "cpu")))
+    world.deliver("cpu", 0)  # a runs, b is queued
+    world.cancel()
+    assert world.docs["c"].state is StepState.CANCELLED and world.control[1] is StepState.CANCELLED
+    world.deliver("cpu", 0)
+    assert world.docs["b"].state is StepState.CANCELLED
+    assert world.job_state is JobState.RUNNING
+    _run(world, "a", succeeded=True)
+    world.quiesce()
+    assert world.finishes == [JobState.CANCELLED] and world.docs["a"].state is StepState.SUCCEEDED
+
+
+def test_cancel_of_an_unknown_job_asks_the_store_to_cancel_it_if_pending() -> None:
+    (finish,) = JobBook().cancel("other", 1.0)
+    assert isinstance(finish, FinishJob) and finish.state is JobState.CANCELLED
+
+
+def test_steps_for_a_device_without_a_queue_wait_then_go_once_it_exists() -> None:
+    world = World(JobPlan({"g": []}, {"g": "gpu"}))
+    world.queue_exists["gpu"] = False
+    effects = world.book.accept(JOB, world.plan, 1.0)
+    world.apply(effects)
+    assert world.docs["g"].state is StepState.WAITING and not world.queues["gpu"]
+    world.queue_exists["gpu"] = True
+    world.tick()
+    assert [m.step for m in world.queues["gpu"]] == ["g"]
+    world.tick({"gpu": 1})
+    assert world.docs["g"].state is StepState.QUEUED  # no longer waiting
+
+
+def test_waiting_steps_of_a_stopping_job_end_without_a_worker() -> None:
+    world = World(JobPlan({"a": [], "g": []}, {"a": "cpu", "g": "gpu"}))
+    world.queue_exists["gpu"] = False
+    world.submit()
+    world.deliver("cpu", 0)
+    _run(world, "a", succeeded=False)
+    world.deliver_notice(0)
+    assert world.docs["g"].state is StepState.SKIPPED and world.finishes == [JobState.FAILED]
+
+
+def test_effects_are_ordered_writes_then_events_then_the_finish() -> None:
+    book = JobBook()
+    accept = book.accept(JOB, JobPlan({"a": []}, {"a": "cpu"}), 1.0)
+    assert [type(e) for e in accept] == [StartJob, Publish, type(accept[2])]
+    effects = book.notices([StepNotice(job_id=JOB, step="a", attempt=1, outcome=StepState.FAILED, worker_id="w")], 2.0)
+    kinds = [type(e) for e in effects]
+    assert kinds.index(Emit) < kinds.index(FinishJob)
+    finish = effects[-1]
+    assert isinstance(finish, FinishJob) and finish.state is JobState.FAILED and finish.error is not None
+    assert finish.error["step"] == "a" and finish.error["kind"] == ErrorKind.TASK
+    assert finish.event.type == "job.failed"
+    assert book.notices([StepNotice(job_id=JOB, step="a", attempt=1, outcome=StepState.FAILED, worker_id="w")], 3.0) == []
+
+
+def test_a_rejected_submission_is_one_effect_with_its_problems_and_event() -> None:
+    (reject,) = JobBook().reject("j9", "bad.yaml", ["bad.yaml:3: graph: missing"], 7.0)
+    assert isinstance(reject, RejectJob) and reject.problems == ("bad.yaml:3: graph: missing",)
+    assert reject.event.type == "job.rejected" and reject.event.job_id == "j9" and reject.event.state == JobState.REJECTED
+
+
+def test_wide_fan_outs_go_in_batches_and_restored_jobs_ask_for_claims() -> None:
+    book = JobBook()
+    names = [f"s{i}" for i in range(2000)]
+    effects = book.accept(JOB, JobPlan(dict.fromkeys(names, []), dict.fromkeys(names, "cpu")), 1.0)
+    publishes = [e for e in effects if isinstance(e, Publish)]
+    assert len(publishes) >= MIN_MESSAGES and max(len(p.steps) for p in publishes) <= MAX_BATCH
+    assert sum(len(p.steps) for p in publishes) == 2000 and not any(p.claim for p in publishes)
+    assert JobBook.restoring("j", None) == [ControlJob("j", claim=True, stop=None)]
+
+
+def test_the_world_catches_a_book_that_marks_a_running_step_skipped() -> None:
+    """The simulated world is a real check: a stop mark over a running step is a violation."""
+    world = _world(JobPlan({"a": []}, {"a": "cpu"}))
+    world.deliver("cpu", 0)
+    with pytest.raises(Violation):
+        world.apply([StopSteps(JOB, ("a",), StepState.SKIPPED)])
