@@ -52,6 +52,11 @@ class Names:
         return self._n("events.history")
 
     @property
+    def control_exchange(self) -> str:
+        """Fanout: :class:`~shared.messages.JobControl` to every worker (one exclusive queue each)."""
+        return self._n("control")
+
+    @property
     def dead_exchange(self) -> str:
         return self._n("dead")
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.distributed_errors import MessageError
+from shared.states import ErrorKind, StepState
 
 SCHEMA_VERSION: Literal[1] = 1
 _NAME = r"^[A-Za-z0-9_.:-]{1,200}$"
@@ -65,6 +66,9 @@ class StepDispatch(_Message):
     step: StepName
     attempt: int = Field(ge=1, description="Dispatch number; a late message of an older attempt is dropped.")
     device: str = Field(pattern=_NAME)
+    claim: bool = Field(default=False, description=(
+        "Claim the step in MongoDB before running it (re-published by a restarted planner: "
+        "another copy of this message may exist, and only the claim's winner runs)."))
 
 
 class StepRef(BaseModel):
@@ -82,9 +86,11 @@ class StepBatch(_Message):
     job_id: JobId
     device: str = Field(pattern=_NAME)
     steps: list[StepRef] = Field(min_length=1, max_length=1000)
+    claim: bool = False
 
     def dispatches(self) -> list[StepDispatch]:
-        return [StepDispatch(job_id=self.job_id, step=s.step, attempt=s.attempt, device=self.device) for s in self.steps]
+        return [StepDispatch(job_id=self.job_id, step=s.step, attempt=s.attempt, device=self.device, claim=self.claim)
+                for s in self.steps]
 
 
 DispatchMessage = Annotated[StepDispatch | StepBatch, Field(discriminator="kind")]
@@ -95,16 +101,20 @@ class StepErrorInfo(BaseModel):
 
     type: str
     message: str
+    kind: ErrorKind = ErrorKind.TASK
 
 
 class StepNotice(_Message):
-    """A worker's completion notice; the outcome is already durable in MongoDB."""
+    """A worker's report of a step: its outcome is already durable in MongoDB.
+
+    ``skipped`` and ``cancelled`` report a dispatched step that its worker did not start
+    because the job was stopping (see :class:`JobControl`)."""
 
     kind: Literal["step.done"] = "step.done"
     job_id: JobId
     step: StepName
     attempt: int = Field(ge=1)
-    outcome: Literal["succeeded", "failed"]
+    outcome: Literal[StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED]
     worker_id: str
     error: StepErrorInfo | None = None
     duration_s: float = 0.0
@@ -120,11 +130,26 @@ class NoticeBatch(_Message):
 NoticeMessage = Annotated[StepNotice | NoticeBatch, Field(discriminator="kind")]
 
 
+class JobControl(_Message):
+    """The planner's word to every worker about one job (the control fanout exchange).
+
+    ``claim``: the job was restored by a restarted planner, so copies of its step messages
+    may exist; claim every step of it in MongoDB before running it (and claim the ones
+    running now). ``stop``: the job is stopping (a fail-fast failure, or a cancel); a step of
+    it that has not started is not run but recorded with this state and reported. The job's
+    MongoDB record carries the same flags for workers that were not listening."""
+
+    kind: Literal["job.control"] = "job.control"
+    job_id: JobId
+    claim: bool = False
+    stop: Literal[StepState.SKIPPED, StepState.CANCELLED] | None = None
+
+
 class Event(_Message):
     """A state change of a job or a step, for monitors (events exchange and stream)."""
 
     kind: Literal["event"] = "event"
-    type: str = Field(description="job.<state>, step.<state>, message.rejected, ...")
+    type: str = Field(description="job.<state> (job.rejected: the submission was invalid), step.<state>, message.rejected, ...")
     job_id: str | None = None
     step: str | None = None
     state: str | None = None
@@ -149,6 +174,7 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "step.batch": StepBatch,
     "step.done": StepNotice,
     "step.done.batch": NoticeBatch,
+    "job.control": JobControl,
     "event": Event,
     "event.batch": EventBatch,
 }

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=60.0, ge=0)
     """On SIGTERM, how long in-flight steps may finish before being handed back."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    validation_timeout_s: float = Field(default=60.0, gt=0)
+    """The planner's time budget for validating one submitted document; past it the job is
+    rejected (validation runs off the event loop, several at once)."""
+    write_backlog: int = Field(default=10_000, ge=10)
+    """The planner's queued MongoDB writes; when full, dispatching waits for the writer."""
 
     @field_validator("amqp_url", "mongo_url")
     @classmethod

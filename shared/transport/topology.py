@@ -44,6 +44,7 @@ async def declare_exchanges(channel: AbstractChannel, names: Names) -> dict[str,
         "notices": await channel.declare_exchange(names.notices_exchange, direct, durable=True),
         "events": await channel.declare_exchange(names.events_exchange, topic, durable=True),
         "dead": await channel.declare_exchange(names.dead_exchange, fanout, durable=True),
+        "control": await channel.declare_exchange(names.control_exchange, fanout, durable=True),
     }
 
 
@@ -76,4 +77,5 @@ def all_queue_names(names: Names, devices: list[str]) -> list[str]:
 
 
 def all_exchange_names(names: Names) -> list[str]:
-    return [names.jobs_exchange, names.steps_exchange, names.notices_exchange, names.events_exchange, names.dead_exchange]
+    return [names.jobs_exchange, names.steps_exchange, names.notices_exchange, names.events_exchange, names.dead_exchange,
+            names.control_exchange]

@@ -21,7 +21,6 @@ from shared.messages import (
 )
 from shared.planner.core import StepState
 from shared.settings import Settings, redact_url
-from shared.store.states import core_state
 
 
 def test_job_messages_round_trip_and_are_discriminated() -> None:
@@ -58,7 +57,7 @@ def test_notice_requires_an_outcome() -> None:
 
 def test_json_schemas_cover_every_message() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.batch", "step.done", "step.done.batch", "event", "event.batch"}
+    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.batch", "step.done", "step.done.batch", "job.control", "event", "event.batch"}
     assert "document" in schemas["job.submit"]["properties"]
     json.dumps(schemas)
 
@@ -98,7 +97,7 @@ def test_parse_workers() -> None:
 
 
 def test_waiting_is_queued_to_the_core() -> None:
-    assert core_state("waiting") is StepState.QUEUED and core_state("running") is StepState.RUNNING
+    assert StepState("waiting").core is StepState.QUEUED and StepState("running").core is StepState.RUNNING
 
 
 def test_gpu_worker_start_up_without_jax(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,16 +133,14 @@ def test_batches_expand_to_their_steps() -> None:
 
 
 def test_ready_steps_are_batched_only_when_many_are_ready() -> None:
-    from services.planner import MAX_BATCH, MIN_MESSAGES, ActiveJob, _batches
-    from shared.planner.core import PlannerCore
+    from shared.planner.book import MAX_BATCH, MIN_MESSAGES, _batches
 
     names = [f"s{i}" for i in range(5000)] + ["g0", "g1"]
     devices = {n: ("gpu" if n.startswith("g") else "cpu") for n in names}
-    job = ActiveJob("j", PlannerCore({n: [] for n in names}), devices)
-    chunks = _batches(job, names)
+    chunks = _batches(devices, names)
     assert sorted(n for chunk in chunks for n in chunk) == sorted(names)
     assert all(len({devices[n] for n in chunk}) == 1 for chunk in chunks)
     cpu = [c for c in chunks if devices[c[0]] == "cpu"]
     assert max(map(len, cpu)) == MAX_BATCH and len(cpu) >= MIN_MESSAGES
     assert [c for c in chunks if devices[c[0]] == "gpu"] == [["g0"], ["g1"]]
-    assert _batches(job, ["s1"]) == [["s1"]]
+    assert _batches(devices, ["s1"]) == [["s1"]]
