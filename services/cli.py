@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from services.cli_options import params_option, plugins_option
+from services.distributed_cli import COMMANDS as DISTRIBUTED_COMMANDS
 from services.job_input import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -27,12 +29,7 @@ from services.job_input import (
 )
 from shared.document import catalog_for, check_file
 from shared.document.issues import has_errors
-
-plugins_option = click.option(
-    "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
-    help="Directory of plugin modules (repeatable; also THEODOLITE_PLUGINS).",
-)
-params_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter; VALUE is read as YAML.")
+from shared.states import JobState
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,12 +100,12 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
         )
         show = stderr_is_terminal() if progress is None else progress
         outcome = asyncio.run(run_with_progress(executor, show=show))
-        if outcome.status == "succeeded" and document.artifact_outputs:
+        if outcome.status == JobState.SUCCEEDED and document.artifact_outputs:
             target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
             try:
                 outcome.artifacts = write_artifact_outputs(document, prepared.values, executor.job.outputs, registry, target)
             except Exception as error:  # noqa: BLE001 - reported as the run's failure
-                outcome.status = "failed"
+                outcome.status = JobState.FAILED
                 outcome.error = StepError(step="artifact_outputs", type=type(error).__name__, message=str(error))
     if as_json:
         click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
@@ -116,7 +113,7 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
         print_result(outcome)
         for name, path in (outcome.artifacts or {}).items():
             click.echo(f"artifact {name}: {path}")
-    sys.exit(EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED)
+    sys.exit(EXIT_OK if outcome.status == JobState.SUCCEEDED else EXIT_FAILED)
 
 
 @main.command()
@@ -147,9 +144,7 @@ def tasks(plugin_dirs: tuple[str, ...]) -> None:
 
 
 # distributed mode: planner, worker, submit, up, schema (services/distributed_cli.py)
-from services.distributed_cli import COMMANDS as _DISTRIBUTED_COMMANDS
-
-for _command in _DISTRIBUTED_COMMANDS:
+for _command in DISTRIBUTED_COMMANDS:
     main.add_command(_command)
 
 

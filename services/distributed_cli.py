@@ -23,12 +23,10 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from services.cli_options import params_option, plugins_option
+from shared.states import JobState
 
-plugins_option = click.option(
-    "--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
-    help="Directory of plugin modules (repeatable; also THEODOLITE_PLUGINS).",
-)
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2  # those of `run` (services.job_input)
 
 
 class _WarningLine(logging.Handler):
@@ -120,7 +118,7 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter; VALUE is read as YAML.")
+@params_option
 @plugins_option
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit 0 succeeded, 1 failed, 2 invalid.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the job id, or with --wait the result as `run --json` does.")
@@ -207,7 +205,7 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
         click.echo(f"job {job_id}: {outcome.status}", err=True)
         for name, path in (outcome.artifacts or {}).items():
             click.echo(f"artifact {name}: {path}")
-    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
+    return EXIT_OK if outcome.status == JobState.SUCCEEDED else EXIT_FAILED
 
 
 @click.command()
