@@ -4,6 +4,11 @@ It never imports plugin code: tasks are checked against the static
 :class:`~shared.plugin_catalog.PluginCatalog`. Checks whose prerequisites failed are
 skipped (no cycle search over broken references), as in Dioptra's validator. Everything
 is linear in the size of the document.
+
+Longer than our usual module on purpose: the checks of one document section after another
+share one ``Names`` table and the order of prerequisites, and read best in sequence, as
+Dioptra's ``task_engine/validation.py`` does; the sections that stand alone are already in
+``sections.py``, ``types.py`` and ``structure.py``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ Inputs, and the effects each can produce:
   ``FinishJob``.
 * :meth:`forget` a job whose terminal state is durable.
 
+One module on purpose, a little over our usual size: a reader follows a job through the
+book alone, and every decision reads the same per-job record.
+
 A job ends only when nothing of it can still run or record: under fail-fast or a cancel,
 steps never dispatched are stopped at once, dispatched ones keep their own outcome (a
 worker skips one it had not started and reports it), and ``FinishJob`` comes after every
