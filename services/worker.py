@@ -1,102 +1,92 @@
 """A device-typed worker: consumes ``steps.<device>``, runs steps, records outputs in MongoDB.
 
-Per delivery (see docs/distributed.md, "Delivery semantics"):
+Per delivery (see docs/distributed.md, "Delivery semantics"), for each step it carries:
 
-1. read the job (cached per job) and upstream outputs (cached when this worker produced
-   them), run the task in a thread pool — never on the event loop, so AMQP heartbeats and
-   lease renewals keep flowing;
-2. write the outcome with an upserting compare-and-set (unfinished at an attempt no newer
+1. a step this worker finished recently, or holds now, is not run again; if MongoDB holds it
+   finished under this attempt, its notice is sent again (a crashed worker may have lost it);
+2. the job is read (cached per job) and :func:`~services.worker_control.decide` picks what to
+   do from the message and the job's control flags (its record's, OR the latest
+   ``job.control`` message, which every worker receives on its own queue):
+
+   * the job is stopping: the step is not run but recorded skipped or cancelled if it has not
+     started (a compare-and-set) and reported so; if it had started, as in 1;
+   * a claim is required (the message or the job says so, or RabbitMQ redelivered it): the
+     step is claimed first (running, with a lease); a claim that fails means the step finished
+     or moved to a newer attempt, so it is not run (as in 1);
+   * otherwise, the fast path: no MongoDB round trip before running;
+3. upstream outputs are read (cached when this worker produced them) and the task runs in a
+   thread pool — never on the event loop, so AMQP heartbeats and lease renewals keep flowing;
+4. the outcome is written with an upserting compare-and-set (unfinished at an attempt no newer
    than ours) — one result; outcomes finishing together are written in one round trip;
-3. publish the completion notice (confirmed), then ack the delivery.
 
-A redelivered message (its previous holder lost its channel) first *claims* the step
-(running, with a lease): a claim that fails means the step finished or moved to a newer
-attempt, so the delivery is dropped (re-sending the notice if it finished under this
-attempt). Any step still running after ``claim_after_s`` is claimed the same way, so long
-steps show as running in MongoDB and hold a lease; one still running after
-``ack_deadline_s`` is acked early (before RabbitMQ's ``consumer_timeout`` would close the
-channel) and from then on only the lease, renewed every ``lease_s / 3``, keeps it: if the
-worker dies, the planner re-queues it when the lease expires.
+then the notices of the delivery's steps are published together (confirmed) and it is acked.
+
+MongoDB, GridFS or the codec failing around a task (in 1-4, never in the task) is not the
+step's failure: when the delivery's other steps are done and reported, the delivery is handed
+back to RabbitMQ after an exponential backoff (:mod:`services.worker_faults`); the quorum
+queue's delivery limit bounds how often. Steps that did finish keep their results and are
+reported again on redelivery (a redelivered message is claimed first, see 2).
+
+Any step still running after ``claim_after_s``, or when a ``job.control`` asks for claims, is
+claimed the same way, so long steps show as running in MongoDB and hold a lease; one still
+running after ``ack_deadline_s`` is acked early (before RabbitMQ's ``consumer_timeout`` would
+close the channel) and from then on only the lease, renewed every ``lease_s / 3``, keeps it:
+if the worker dies, the planner re-queues it when the lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared import codec
-from shared.constants import NOTICE_KEY, step_event_key
-from shared.distributed_errors import MessageError
-from shared.execution.invoke import error_message, format_traceback, invoke, referenced_steps, retryable
-from shared.execution.timeouts import call_with_timeout
-from shared.messages import (
-    Event,
-    EventBatch,
-    NoticeBatch,
-    StepDispatch,
-    StepErrorInfo,
-    StepNotice,
-    encode,
-    parse_dispatches,
+from services.worker_control import (
+    CONTROL_PREFETCH,
+    ControlCache,
+    ControlFlags,
+    Decision,
+    decide,
+    declare_control_queue,
+    parse_control,
 )
+from services.worker_device import prepare_device_environment
+from services.worker_execution import StepExecutor
+from services.worker_faults import backoff_s, delivery_number, is_infrastructure
+from services.worker_publish import WorkerPublisher
+from services.worker_results import ResultWriter, outcome_notice, step_notice, stored_notice
+from shared.distributed_errors import MessageError
+from shared.messages import StepDispatch, StepNotice, parse_dispatches
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
+from shared.states import StepState
 from shared.store import Finish, JobRecord, Store
-from shared.transport import Broker, Outgoing, declare_device_queue
+from shared.transport import Broker, declare_device_queue
 from shared.transport.settle import HandBack, Reject, settle
 
+__all__ = ["Worker", "prepare_device_environment"]
 log = logging.getLogger("theodolite.worker")
-JOB_CACHE_SIZE = 64
-OUTPUT_CACHE_SIZE = 256
-CACHEABLE_OUTPUT_BYTES = 1024 * 1024
-RESULT_BATCH = 256
-EVENT_FLUSH_S = 0.05
+FINISHED_CACHE_SIZE = 4096
+ACK_RETRY_S = 1.0
 WORKER_ID_ENV = "THEODOLITE_WORKER_ID"
 WORKER_DEVICE_ENV = "THEODOLITE_WORKER_DEVICE"
+StepKey = tuple[str, str, int]
+"""(job id, step, attempt)."""
 
 
-def prepare_device_environment(device: str) -> str:
-    """Set accelerator memory options before JAX is imported; describe the backend we got.
-
-    Must run before any plugin code: JAX reads ``XLA_PYTHON_CLIENT_PREALLOCATE`` once, at
-    import. Returns a one-line description for the start-up log.
-    """
-    if device != "gpu":
-        return f"device {device}"
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    try:
-        import jax
-    except ImportError:
-        return "gpu worker: jax not installed (plugins needing JAX will fail)"
-    try:
-        backend = jax.default_backend()
-        devices = ", ".join(str(d) for d in jax.devices())
-    except Exception as error:  # noqa: BLE001 - reported, the worker still serves
-        return f"gpu worker: JAX {jax.__version__} could not initialise a backend: {error}"
-    note = "" if backend == "gpu" else f" (no GPU visible: steps run on the {backend} backend)"
-    return f"gpu worker: JAX {jax.__version__} backend {backend}{note}; devices: {devices}"
-
-
-@dataclass
-class Outcome:
-    outputs: codec.Encoded | None = None
-    error: dict[str, Any] | None = None
-    duration_s: float = 0.0
-    values: dict[str, Any] | None = None
-    """The decoded outputs, kept for this worker's own downstream steps when small."""
+def _key(dispatch: StepDispatch) -> StepKey:
+    return (dispatch.job_id, dispatch.step, dispatch.attempt)
 
 
 @dataclass
@@ -106,48 +96,19 @@ class Delivery:
     message: AbstractIncomingMessage
     steps: list[InFlight] = field(default_factory=list)
     acked: bool = False
+    deciding: int = 0
+    """Steps still being decided on (see :meth:`Worker._run_step`): no early ack meanwhile."""
 
 
 @dataclass
 class InFlight:
+    """A step running on this worker."""
+
     dispatch: StepDispatch
     delivery: Delivery
     claimed: bool = False
     timer: asyncio.TimerHandle | None = None
     started_s: float = field(default_factory=time.monotonic)
-
-
-class ResultWriter:
-    """Writes step outcomes to MongoDB, many per round trip when they finish together.
-
-    A lone outcome (a chain) is written at once; while a write is in flight, the next
-    outcomes accumulate and go together in the following one.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._queue: asyncio.Queue[tuple[Finish, asyncio.Future[bool]]] = asyncio.Queue()
-
-    async def write(self, finish: Finish) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put((finish, future))
-        return await future
-
-    async def run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < RESULT_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                recorded = await self.store.finish_many([finish for finish, _ in batch])
-            except Exception as error:  # noqa: BLE001 - each waiting step sees the failure
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), ok in zip(batch, recorded):
-                if not future.done():
-                    future.set_result(ok)
 
 
 class Worker:
@@ -163,16 +124,18 @@ class Worker:
         self.store = Store(settings)
         self.broker = Broker(settings, name=self.worker_id)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._inflight: dict[tuple[str, str, int], InFlight] = {}
-        self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
-        self._outputs: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self._artifacts: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
-        self._finished: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._inflight: dict[StepKey, InFlight] = {}
+        self._starting: set[StepKey] = set()
+        """Steps of deliveries being decided on (job read, claim, stop): not run twice either."""
+        self._control = ControlCache()
+        self._finished: OrderedDict[StepKey, None] = OrderedDict()
         """Steps this worker finished recently: a duplicate delivery of one is not run again."""
         self._writer = ResultWriter(self.store)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"theodolite-{device}")
+        self._executor = StepExecutor(settings, self.store, self.registry, concurrency=self.concurrency, device=device)
         self._background: set[asyncio.Task[Any]] = set()
-        self._running_events: list[Event] = []
+        self._publisher = WorkerPublisher(self.broker, self.worker_id)
+        self._stopping = asyncio.Event()
+        """Set when draining starts: deliveries waiting out a backoff are handed back at once."""
         self.completed = 0
 
     # lifecycle ----------------------------------------------------------------------------
@@ -181,13 +144,17 @@ class Worker:
         os.environ[WORKER_DEVICE_ENV] = self.device
         try:
             async with self.store, self.broker:
+                # Control words first: a job record read from now on cannot miss a later one.
+                control_channel = await self.broker.channel(prefetch=CONTROL_PREFETCH)
+                control_queue = await declare_control_queue(control_channel, self.broker.names, self.worker_id)
+                await self.broker.consume(control_channel, control_queue.name, self._on_control)
                 channel = await self.broker.channel(prefetch=self.prefetch)
                 queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
                 # One handler per delivery we may hold; the thread pool bounds execution to
                 # ``concurrency``, so result writes and notices overlap with running steps.
                 runners = [asyncio.create_task(self._run_loop(), name=f"worker-handler-{i}") for i in range(max(self.prefetch, self.concurrency))]
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
-                events = asyncio.create_task(self._event_loop(), name="worker-events")
+                events = asyncio.create_task(self._publisher.run(), name="worker-events")
                 writer = asyncio.create_task(self._writer.run(), name="worker-results")
                 await self.broker.consume(channel, queue.name, self._inbox.put)
                 log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id, queue.name, self.concurrency, self.prefetch)
@@ -200,17 +167,18 @@ class Worker:
                 for task in (lost, stopped, heartbeat, events, writer):
                     task.cancel()
                 await asyncio.gather(lost, stopped, heartbeat, events, writer, return_exceptions=True)
-                await self._flush_events()
+                await self._publisher.flush()
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown()
             self.registry.close()
         log.info("worker %s stopped after %d steps", self.worker_id, self.completed)
 
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Stop consuming, hand back prefetched deliveries, let running steps finish (bounded)."""
         log.info("worker %s draining (%d running)", self.worker_id, len(self._inflight))
+        self._stopping.set()
         await self.broker.stop_consuming()
         await asyncio.sleep(0)  # deliveries already on the wire reach the inbox
         while not self._inbox.empty():
@@ -228,7 +196,7 @@ class Worker:
         for task in pending:
             task.cancel()
 
-    # the per-step pipeline ----------------------------------------------------------------
+    # the per-delivery pipeline ------------------------------------------------------------
     async def _run_loop(self) -> None:
         while True:
             message = await self._inbox.get()
@@ -248,41 +216,78 @@ class Worker:
             delivery = Delivery(message)
             deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, delivery)
             try:
-                notices = await asyncio.gather(*(self._run_step(d, delivery) for d in dispatches))
-                ready = [notice for notice in notices if notice is not None]
+                results = await asyncio.gather(*(self._run_step(d, delivery) for d in dispatches), return_exceptions=True)
+                ready = [result for result in results if isinstance(result, StepNotice)]
                 if ready:
-                    await asyncio.shield(self._publish_notices(ready))
+                    await asyncio.shield(self._publisher.notices(ready))
             finally:
                 deadline.cancel()
+            failed = [(d, result) for d, result in zip(dispatches, results) if isinstance(result, BaseException)]
+            if failed:
+                await self._hand_back(delivery, failed)
             if not delivery.acked and not message.processed:
                 await message.ack()
 
+    async def _hand_back(self, delivery: Delivery, failed: list[tuple[StepDispatch, BaseException]]) -> None:
+        """Steps of ``delivery`` raised: a bug is re-raised (``settle`` decides); the store's
+        failures hand the delivery back to RabbitMQ after a backoff (nothing is held meanwhile
+        but the delivery: its steps are done or never started)."""
+        for _, error in failed:
+            if not (isinstance(error, Exception) and is_infrastructure(error)):
+                raise error
+        dispatch, error = failed[0]
+        names = ", ".join(d.step for d, _ in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        number = delivery_number(delivery.message.headers)
+        if delivery.acked or delivery.message.processed:
+            log.warning("job %s step(s) %s (delivery %d): %s: %s; acked early already: the planner re-queues "
+                        "the step(s) when their leases expire", dispatch.job_id, names, number, type(error).__name__, error)
+            return
+        delay_s = backoff_s(number)
+        log.warning("job %s step(s) %s (delivery %d): %s: %s; handing the delivery back in %.1f s",
+                    dispatch.job_id, names, number, type(error).__name__, error, delay_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay_s)
+        raise HandBack
+
     async def _run_step(self, dispatch: StepDispatch, delivery: Delivery) -> StepNotice | None:
-        """Run one step of a delivery; the notice to send for it, if any."""
-        key = (dispatch.job_id, dispatch.step, dispatch.attempt)
-        if key in self._finished or key in self._inflight:
+        """Decide on, run and record one step of a delivery; the notice to send for it, if any.
+        Raises the store's errors (see :meth:`_hand_back`), never the task's."""
+        key = _key(dispatch)
+        if key in self._finished or key in self._inflight or key in self._starting:
             return await self._finished_notice(dispatch)
+        redelivered = bool(delivery.message.redelivered)
         inflight = InFlight(dispatch, delivery)
-        if delivery.message.redelivered:
-            if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=True):
-                return await self._finished_notice(dispatch)
-            inflight.claimed = True
-        delivery.steps.append(inflight)
-        self._inflight[key] = inflight
-        inflight.timer = asyncio.get_running_loop().call_later(self.settings.claim_after_s, self._spawn_claim, inflight)
-        self._running_events.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
-                                          attempt=dispatch.attempt, worker_id=self.worker_id))
+        self._starting.add(key)
+        delivery.deciding += 1
         try:
-            outcome = await self._execute(dispatch)
+            job = await self._executor.job_or_rejection(dispatch)
+            record = job if isinstance(job, JobRecord) else None
+            decision = decide(dispatch, redelivered, ControlFlags.of_record(record), self._control.get(dispatch.job_id))
+            if decision.stop is not None:
+                return await self._stop(dispatch, decision.stop)
+            if decision is Decision.CLAIM:
+                if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=redelivered):
+                    return await self._finished_notice(dispatch)
+                inflight.claimed = True
+            delivery.steps.append(inflight)
+            self._inflight[key] = inflight
+        finally:
+            self._starting.discard(key)
+            delivery.deciding -= 1
+        if not inflight.claimed:
+            inflight.timer = asyncio.get_running_loop().call_later(self.settings.claim_after_s, self._spawn_claim, inflight)
+        self._publisher.running(dispatch)
+        try:
+            outcome = await self._executor.execute(dispatch, job)
             recorded = await asyncio.shield(self._writer.write(Finish(
                 dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
                 outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
             )))
             self._remember_finished(key)
             if recorded:
-                self._remember_outputs(dispatch, outcome)
+                self._executor.remember_outputs(dispatch, outcome)
                 self.completed += 1
-                return self._notice(dispatch, outcome)
+                return outcome_notice(dispatch, outcome, self.worker_id)
             log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
                      dispatch.step, dispatch.job_id, dispatch.attempt)
             return await self._finished_notice(dispatch)
@@ -291,155 +296,97 @@ class Worker:
                 inflight.timer.cancel()
             self._inflight.pop(key, None)
 
-    def _remember_finished(self, key: tuple[str, str, int]) -> None:
+    async def _stop(self, dispatch: StepDispatch, state: StepState) -> StepNotice | None:
+        """The job is stopping: record the step ``state`` instead of running it, if it has not
+        started; otherwise report it as MongoDB holds it (if finished under this attempt)."""
+        if not await self.store.stop_unstarted(dispatch.job_id, dispatch.step, dispatch.attempt, state, self.worker_id):
+            return await self._finished_notice(dispatch)
+        self._remember_finished(_key(dispatch))
+        return step_notice(dispatch, state, self.worker_id)
+
+    def _remember_finished(self, key: StepKey) -> None:
         """Only outcomes that reached MongoDB count: a step whose write failed runs again."""
         self._finished[key] = None
-        while len(self._finished) > OUTPUT_CACHE_SIZE * 16:
+        while len(self._finished) > FINISHED_CACHE_SIZE:
             self._finished.popitem(last=False)
 
+    async def _finished_notice(self, dispatch: StepDispatch) -> StepNotice | None:
+        """A duplicate delivery, or a step this worker may not run. If the step finished under
+        this attempt, the notice may have been lost with a crashed worker: send it again (the
+        planner ignores duplicates)."""
+        return stored_notice(dispatch, await self.store.step_doc(dispatch.job_id, dispatch.step), self.worker_id)
+
+    # claims and the ack deadline ----------------------------------------------------------
     def _spawn_claim(self, inflight: InFlight) -> None:
-        self._spawn(self._claim(inflight))
+        self._spawn(self._claim_quietly(inflight))
 
     async def _claim(self, inflight: InFlight) -> bool:
-        """Record a long-running step as running, with a lease (idempotent)."""
+        """Record a running step as running, with a lease (idempotent). A failed claim never
+        undoes one that succeeded meanwhile (a timer's and a control word's may overlap)."""
         if not inflight.claimed:
             dispatch = inflight.dispatch
-            inflight.claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False)
+            claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False)
+            inflight.claimed = inflight.claimed or claimed
         return inflight.claimed
 
+    async def _claim_quietly(self, inflight: InFlight) -> None:
+        """A claim in the background (timer, control word): if the store fails, the step runs
+        on unclaimed and the ack deadline tries again."""
+        try:
+            await self._claim(inflight)
+        except Exception as error:
+            if not is_infrastructure(error):
+                log.exception("claiming step %s of job %s failed", inflight.dispatch.step, inflight.dispatch.job_id)
+                return
+            log.warning("claiming step %s of job %s failed: %s: %s", inflight.dispatch.step, inflight.dispatch.job_id,
+                        type(error).__name__, error)
+
     def _ack_early(self, delivery: Delivery) -> None:
-        """The ack deadline passed: ack now (consumer_timeout); leases keep the claims."""
+        """The ack deadline passed: ack now (consumer_timeout); leases keep the claims. Not
+        while a step of it is still being decided on: acked, a step whose job read then fails
+        could be neither handed back nor re-queued (it holds no lease)."""
         if delivery.acked or delivery.message.processed:
+            return
+        if delivery.deciding:
+            asyncio.get_running_loop().call_later(ACK_RETRY_S, self._ack_early, delivery)
             return
         self._spawn(self._ack_claimed(delivery))
 
     async def _ack_claimed(self, delivery: Delivery) -> None:
         """Claim every step of the delivery still running, then ack it. A claim that fails
-        means that step finished or moved to a newer attempt: nothing to keep for it."""
+        means that step finished or moved to a newer attempt: nothing to keep for it. A store
+        failure is retried while the step runs: acked unclaimed, nothing would re-queue it if
+        this worker died."""
         for inflight in delivery.steps:
-            key = (inflight.dispatch.job_id, inflight.dispatch.step, inflight.dispatch.attempt)
-            if key in self._inflight:
-                await self._claim(inflight)
+            failures = 0
+            while _key(inflight.dispatch) in self._inflight and not self._stopping.is_set():
+                try:
+                    await self._claim(inflight)
+                    break
+                except Exception as error:
+                    if not is_infrastructure(error):
+                        raise
+                    failures += 1
+                    log.warning("claiming step %s of job %s before its early ack failed: %s: %s",
+                                inflight.dispatch.step, inflight.dispatch.job_id, type(error).__name__, error)
+                    await asyncio.sleep(backoff_s(failures))
+        if delivery.acked or delivery.message.processed:
+            return  # handed back meanwhile
         delivery.acked = True
         log.info("a delivery of %d step(s) runs past the ack deadline: acknowledged early, kept by leases", len(delivery.steps))
         await delivery.message.ack()
 
-    def _remember_outputs(self, dispatch: StepDispatch, outcome: Outcome) -> None:
-        if outcome.values is None:
-            return
-        self._outputs[(dispatch.job_id, dispatch.step)] = outcome.values
-        while len(self._outputs) > OUTPUT_CACHE_SIZE:
-            self._outputs.popitem(last=False)
-
-    async def _finished_notice(self, dispatch: StepDispatch) -> StepNotice | None:
-        """A duplicate delivery. If its step finished under this attempt, the notice may have
-        been lost with a crashed worker: send it again (the planner ignores duplicates)."""
-        doc = await self.store.step_doc(dispatch.job_id, dispatch.step)
-        if doc is None or int(doc.get("attempt", 0)) != dispatch.attempt or doc.get("state") not in ("succeeded", "failed"):
-            return None
-        error = doc.get("error")
-        outcome = Outcome(error=error if error else None, duration_s=float(doc.get("duration_s") or 0.0))
-        return self._notice(dispatch, outcome, worker_id=str(doc.get("worker") or self.worker_id))
-
-    async def _execute(self, dispatch: StepDispatch) -> Outcome:
-        started = time.perf_counter()
-        try:
-            job = await self._job(dispatch.job_id)
-            if job is None:
-                raise LookupError(f"job {dispatch.job_id} is not in the store")
-            step = job.document.steps[dispatch.step]
-            needed = referenced_steps(step, step.dependencies)
-            upstream = {name: self._outputs[(dispatch.job_id, name)] for name in needed
-                        if (dispatch.job_id, name) in self._outputs}
-            missing = [name for name in needed if name not in upstream]
-            if missing:
-                upstream.update(await self.store.upstream_outputs(dispatch.job_id, missing))
-            if job.document.artifact_inputs and referenced_steps(step, list(job.document.artifact_inputs)):
-                upstream.update(await self._artifact_inputs(dispatch.job_id))
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch.step, upstream)
-        except Exception as error:  # noqa: BLE001 - reading inputs failed: the step fails
-            outcome = Outcome(error=_error_dict(error))
-        outcome.duration_s = time.perf_counter() - started
-        return outcome
-
-    def _run_task(self, job: JobRecord, name: str, upstream: dict[str, dict[str, Any]]) -> Outcome:
-        """In a pool thread: load the plugin, call it (retries, timeout), encode the outputs."""
-        step = job.document.steps[name]
-        binding = job.document.tasks[step.task]
-        try:
-            function = self.registry.load(binding.plugin).function
-        except BaseException as error:  # noqa: BLE001 - a plugin that exits on import fails its step
-            return Outcome(error=_error_dict(error))
-        failure: BaseException = RuntimeError("the step was never attempted")
-        for _attempt in range(binding.retries + 1):
-            try:
-                call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)
-                outputs = call() if binding.timeout_s is None else call_with_timeout(name, binding.timeout_s, call)
-                encoded = codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes)
-                small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
-                return Outcome(outputs=encoded, values=outputs if small else None)
-            except BaseException as error:  # noqa: BLE001 - SystemExit in a task must not stop the worker
-                failure = error
-                if not retryable(error):
-                    break
-        return Outcome(error=_error_dict(failure))
-
-    async def _artifact_inputs(self, job_id: str) -> dict[str, dict[str, Any]]:
-        """A job's artifact inputs, read once per job (they never change)."""
-        cached = self._artifacts.get(job_id)
-        if cached is None:
-            cached = await self.store.load_artifact_inputs(job_id)
-            self._artifacts[job_id] = cached
-            while len(self._artifacts) > JOB_CACHE_SIZE:
-                self._artifacts.popitem(last=False)
-        return cached
-
-    async def _job(self, job_id: str) -> JobRecord | None:
-        future = self._jobs.get(job_id)
-        if future is None:
-            future = asyncio.ensure_future(self.store.load_job(job_id))
-            self._jobs[job_id] = future
-            while len(self._jobs) > JOB_CACHE_SIZE:
-                self._jobs.popitem(last=False)
-        else:
-            self._jobs.move_to_end(job_id)
-        try:
-            return await asyncio.shield(future)
-        except Exception:
-            self._jobs.pop(job_id, None)
-            raise
-
-    # notices, events, leases --------------------------------------------------------------
-    def _notice(self, dispatch: StepDispatch, outcome: Outcome, *, worker_id: str | None = None) -> StepNotice:
-        error = outcome.error
-        return StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt,
-                          outcome="failed" if error else "succeeded", worker_id=worker_id or self.worker_id,
-                          error=StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", ""))) if error else None,
-                          duration_s=outcome.duration_s)
-
-    async def _publish_notices(self, notices: list[StepNotice]) -> None:
-        """One completion message for the steps of a delivery (transient: MongoDB has the results)."""
-        message: StepNotice | NoticeBatch = notices[0] if len(notices) == 1 else NoticeBatch(notices=notices)
-        await self.broker.publish(Outgoing(self.broker.names.notices_exchange, NOTICE_KEY, encode(message), message.kind, persistent=False))
-
-    async def _event_loop(self) -> None:
-        """Publish "step.running" events in batches (one message per job per flush), not one per step."""
-        while True:
-            await asyncio.sleep(EVENT_FLUSH_S)
-            await self._flush_events()
-
-    async def _flush_events(self) -> None:
-        events, self._running_events = self._running_events, []
-        by_job: dict[str, list[Event]] = {}
-        for event in events:
-            by_job.setdefault(str(event.job_id), []).append(event)
-        for job_id, job_events in by_job.items():
-            batch = EventBatch(job_id=job_id, events=job_events)
-            try:
-                await self.broker.publish(Outgoing(self.broker.names.events_exchange, step_event_key(job_id), encode(batch), batch.kind, persistent=False))
-            except Exception:
-                log.exception("publishing step events failed")
+    # control words, leases ----------------------------------------------------------------
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        """A ``job.control`` word: remember it; with ``claim``, claim the job's running steps now."""
+        async with settle(message):
+            control = parse_control(message, self.settings.max_message_bytes)
+            flags = self._control.update(control)
+            log.info("job %s: control word claim=%s stop=%s", control.job_id, flags.claim, flags.stop)
+            if flags.claim:
+                for inflight in list(self._inflight.values()):
+                    if inflight.dispatch.job_id == control.job_id and not inflight.claimed:
+                        self._spawn_claim(inflight)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -451,11 +398,7 @@ class Worker:
                 except Exception:
                     log.exception("renewing leases failed")
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _error_dict(error: BaseException) -> dict[str, Any]:
-    return {"type": type(error).__name__, "message": error_message(error), "traceback": format_traceback(error)[-8000:]}
