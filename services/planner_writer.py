@@ -102,7 +102,7 @@ class OrderedWriter:
     async def _apply(self, item: Item) -> None:
         what = item.what if isinstance(item, Call) else f"{item.mark.value} marks of job {item.job_id}"
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception), wait=wait_exponential_jitter(initial=0.2, max=self.max_backoff_s),
+            retry=retry_if_exception_type(Exception), wait=wait_exponential_jitter(multiplier=0.2, max=self.max_backoff_s, jitter=0.5),
             before_sleep=lambda state: _log_retry(what, state), reraise=True,
         )
         async for attempt in retrying:
