@@ -6,7 +6,16 @@ import pytest
 
 from shared.messages import StepNotice
 from shared.planner.book import MAX_BATCH, MIN_MESSAGES, JobBook, JobPlan, StoredStep
-from shared.planner.effects import ControlJob, Emit, FailStep, FinishJob, Publish, RejectJob, StartJob, StopSteps
+from shared.planner.effects import (
+    ControlJob,
+    Emit,
+    FailStep,
+    FinishJob,
+    Publish,
+    RejectJob,
+    StartJob,
+    StopSteps,
+)
 from shared.states import ErrorKind, JobState, StepState
 from tests.unit.planner.book_world import JOB, Violation, World
 
@@ -186,7 +195,7 @@ def test_a_rejected_submission_is_one_effect_with_its_problems_and_event() -> No
 def test_wide_fan_outs_go_in_batches_and_restored_jobs_ask_for_claims() -> None:
     book = JobBook()
     names = [f"s{i}" for i in range(2000)]
-    effects = book.accept(JOB, JobPlan(dict.fromkeys(names, []), dict.fromkeys(names, "cpu")), 1.0)
+    effects = book.accept(JOB, JobPlan({key: [] for key in names}, dict.fromkeys(names, "cpu")), 1.0)
     publishes = [e for e in effects if isinstance(e, Publish)]
     assert len(publishes) >= MIN_MESSAGES and max(len(p.steps) for p in publishes) <= MAX_BATCH
     assert sum(len(p.steps) for p in publishes) == 2000 and not any(p.claim for p in publishes)
