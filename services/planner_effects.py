@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
+from services.planner_ports import PlannerBroker, PlannerStore
 from services.planner_writer import Mark, OrderedWriter, StepMark
 from shared.constants import job_event_key, step_event_key
 from shared.messages import (
@@ -45,8 +46,7 @@ from shared.planner.effects import (
     StopSteps,
 )
 from shared.states import JobState, StepState
-from shared.store import Store
-from shared.transport import Broker, Outgoing
+from shared.transport import Outgoing
 
 log = logging.getLogger("theodolite.planner")
 EVENT_FLUSH_S = 0.05
@@ -61,7 +61,7 @@ class EffectRunner:
     """Carries out effects for one planner; owns nothing (the planner owns store, broker,
     writer and book) but the buffer of step events."""
 
-    def __init__(self, book: JobBook, store: Store, broker: Broker, writer: OrderedWriter, planner_id: str,
+    def __init__(self, book: JobBook, store: PlannerStore, broker: PlannerBroker, writer: OrderedWriter, planner_id: str,
                  clock: Clock = time.time) -> None:
         self.book = book
         self.store = store

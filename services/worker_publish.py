@@ -8,6 +8,7 @@ import logging
 
 from shared.constants import NOTICE_KEY, step_event_key
 from shared.messages import Event, EventBatch, NoticeBatch, StepDispatch, StepNotice, encode
+from shared.states import StepState
 from shared.transport import Broker, Outgoing
 
 log = logging.getLogger("theodolite.worker")
@@ -31,7 +32,7 @@ class WorkerPublisher:
 
     def running(self, dispatch: StepDispatch) -> None:
         """A step starts running here (published with the next flush)."""
-        self._running.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state="running",
+        self._running.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state=StepState.RUNNING,
                                    attempt=dispatch.attempt, worker_id=self.worker_id))
 
     async def run(self) -> None:
