@@ -481,6 +481,29 @@ def test_invalid_submission_is_recorded_as_rejected_with_an_event(settings: Sett
     assert [e for e in stored if e.get("type") == "job.rejected"], f"no job.rejected event stored; stored {[e.get('type') for e in stored]}"
 
 
+@pytest.mark.timeout(120)
+def test_a_malformed_job_message_with_a_readable_id_is_recorded_as_rejected(settings: Settings, tmp_path: Path) -> None:
+    """A submission that fails the message schema (here: a document that is not text) never
+    reaches the validator; whoever waits on its id still hears back, and the planner goes on."""
+    body = b'{"kind": "job.submit", "job_id": "malformed-1", "document": {"graph": 5}}'
+    with started_cluster(settings, tmp_path, {"cpu": 1}) as cluster:
+
+        async def scenario() -> tuple[dict[str, Any], list[Event], dict[str, Any]]:
+            async with EventTap(settings, ("job.#",)) as tap, Probe(settings) as probe:
+                await tap.broker.publish(Outgoing(tap.broker.names.jobs_exchange, JOB_SUBMIT_KEY, body, "job.submit"))
+                job = await probe.finished_job("malformed-1", 20)
+                with contextlib.suppress(AssertionError):  # reported by the assertions below
+                    await wait_until(lambda: any(e.type == "job.rejected" for e in tap.of("malformed-1")), 10, "a job.rejected event")
+                after = await probe.finished_job(await submit(tap.broker, documents.DIAMOND), 30)
+                return job, tap.of("malformed-1"), after
+
+        job, published, after = asyncio.run(scenario())
+        problems = alive_problems(cluster)
+    assert job["state"] == "rejected" and any("document" in str(p) for p in job.get("problems") or []), job
+    assert [e for e in published if e.type == "job.rejected"], f"no job.rejected event; saw {[e.type for e in published]}"
+    assert after["state"] == "succeeded" and not problems, (after["state"], problems)
+
+
 async def _has_event(probe: Probe, job_id: str, kind: str) -> bool:
     return any(e.get("type") == kind for e in await probe.events(job_id))
 
