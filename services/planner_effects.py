@@ -124,10 +124,11 @@ class EffectRunner:
         names = self.broker.names
         if len(publish.steps) == 1:
             (step, attempt), = publish.steps
-            body = encode(StepDispatch(job_id=publish.job_id, step=step, attempt=attempt, device=publish.device, claim=publish.claim))
+            body = encode(StepDispatch(job_id=publish.job_id, step=step, attempt=attempt, device=publish.device, claim=publish.claim,
+                                       publisher=self.planner_id))
             return Outgoing(names.steps_exchange, publish.device, body, "step.dispatch", message_id=f"{publish.job_id}:{step}:{attempt}")
         refs = [StepRef(step=s, attempt=a) for s, a in publish.steps]
-        batch = StepBatch(job_id=publish.job_id, device=publish.device, steps=refs, claim=publish.claim)
+        batch = StepBatch(job_id=publish.job_id, device=publish.device, steps=refs, claim=publish.claim, publisher=self.planner_id)
         first, attempt = publish.steps[0]
         return Outgoing(names.steps_exchange, publish.device, encode(batch), "step.batch",
                         message_id=f"{publish.job_id}:{first}:{attempt}+{len(refs)}")

@@ -266,7 +266,8 @@ class Worker:
             if decision.stop is not None:
                 return await self._stop(dispatch, decision.stop)
             if decision is Decision.CLAIM:
-                if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=redelivered):
+                if not await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=redelivered,
+                                              publisher=dispatch.publisher):
                     return await self._finished_notice(dispatch)
                 inflight.claimed = True
             delivery.steps.append(inflight)
@@ -325,7 +326,8 @@ class Worker:
         undoes one that succeeded meanwhile (a timer's and a control word's may overlap)."""
         if not inflight.claimed:
             dispatch = inflight.dispatch
-            claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False)
+            claimed = await self.store.claim(dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, take_over=False,
+                                             publisher=dispatch.publisher)
             inflight.claimed = inflight.claimed or claimed
         return inflight.claimed
 

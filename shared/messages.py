@@ -69,6 +69,10 @@ class StepDispatch(_Message):
     claim: bool = Field(default=False, description=(
         "Claim the step in MongoDB before running it (re-published by a restarted planner: "
         "another copy of this message may exist, and only the claim's winner runs)."))
+    publisher: str = Field(default="", max_length=200, description=(
+        "Who published this copy (the planner's id). A redelivered message may take over a "
+        "running claim only if that claim was made through a copy from the same publisher: "
+        "a restarted planner's copy and its predecessor's never take over each other's claims."))
 
 
 class StepRef(BaseModel):
@@ -87,10 +91,11 @@ class StepBatch(_Message):
     device: str = Field(pattern=_NAME)
     steps: list[StepRef] = Field(min_length=1, max_length=1000)
     claim: bool = False
+    publisher: str = Field(default="", max_length=200)
 
     def dispatches(self) -> list[StepDispatch]:
-        return [StepDispatch(job_id=self.job_id, step=s.step, attempt=s.attempt, device=self.device, claim=self.claim)
-                for s in self.steps]
+        return [StepDispatch(job_id=self.job_id, step=s.step, attempt=s.attempt, device=self.device, claim=self.claim,
+                             publisher=self.publisher) for s in self.steps]
 
 
 DispatchMessage = Annotated[StepDispatch | StepBatch, Field(discriminator="kind")]

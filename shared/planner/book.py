@@ -196,6 +196,9 @@ class JobBook:
                                     cancelled=stop is StepState.CANCELLED)
         effects: list[Effect] = [StartJob(job_id, now, len(plan.dependencies), _job_event(job_id, JobState.RUNNING, now, {"restored": True}))]
         stop_state = job.core.stop_state
+        if restored.skipped:
+            effects.append(StopSteps(job_id, tuple(restored.skipped), StepState.SKIPPED))
+            effects.append(_emit(job_id, [_step_event(job_id, n, StepState.SKIPPED, now) for n in restored.skipped]))
         if restored.stopped and stop_state is not None:
             effects.append(StopSteps(job_id, tuple(restored.stopped), stop_state))
             effects.append(_emit(job_id, [_step_event(job_id, n, stop_state, now) for n in restored.stopped]))

@@ -27,6 +27,9 @@ class Restored:
     """Stored as running: their workers hold leases and will report."""
     stopped: list[str] = field(default_factory=list)
     """Not started in a stopping job: finished now with :attr:`PlannerCore.stop_state`."""
+    skipped: list[str] = field(default_factory=list)
+    """Without fail-fast: descendants of stored failures (and skips), skipped now as the live
+    run skipped them when the failure came."""
 
 
 class PlannerCore:
@@ -186,6 +189,10 @@ class PlannerCore:
                 self._state[name] = StepState.RUNNING
         restored = Restored(running=[n for n, s in self._state.items() if s is StepState.RUNNING])
         stop = self.stop_state
+        if stop is None:
+            for name, state in list(self._state.items()):
+                if state in (StepState.FAILED, StepState.SKIPPED):
+                    restored.skipped += self._skip_descendants(name)
         for name, state in self._state.items():
             if state is not StepState.PENDING:
                 continue

@@ -160,21 +160,30 @@ class StepsMixin(ValuesMixin):
         return [doc async for doc in cursor]
 
     # worker side --------------------------------------------------------------------------
-    async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool) -> bool:
-        """Not started -> running for this attempt, with a lease. ``take_over`` (a redelivered
+    async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool, publisher: str = "") -> bool:
+        """Not started -> running for this attempt, with a lease; the claim records the
+        ``publisher`` of the message copy it was made through. ``take_over`` (a redelivered
         message: its previous holder lost its channel) also takes a running claim of this
-        attempt. Upserts: the planner may not have stored the step yet."""
+        attempt made through the same publisher's copy, never one made through another copy of the step (a restarted
+        planner republishes steps: both copies may be in flight, and only one may run).
+        Upserts: the planner may not have stored the step yet."""
         now = time.time()
+        fields = {"job": job_id, "step": step, "state": StepState.RUNNING.value, "attempt": attempt, "worker": worker_id,
+                  "publisher": publisher, "started_at": now, "lease_until": now + self.settings.lease_s}
         try:
             result = await self.db[STEPS].update_one(
-                {"_id": step_id(job_id, step), **_unfinished_at(attempt, running=take_over)},
-                {"$set": {"job": job_id, "step": step, "state": StepState.RUNNING.value, "attempt": attempt, "worker": worker_id,
-                          "started_at": now, "lease_until": now + self.settings.lease_s}},
-                upsert=True,
+                {"_id": step_id(job_id, step), **_unfinished_at(attempt, running=False)}, {"$set": fields}, upsert=True,
             )
         except DuplicateKeyError:
+            result = None
+        if result is not None and (result.matched_count == 1 or result.upserted_id is not None):
+            return True
+        if not take_over:
             return False
-        return result.matched_count == 1 or result.upserted_id is not None
+        taken = await self.db[STEPS].update_one(
+            {"_id": step_id(job_id, step), "state": StepState.RUNNING.value, "attempt": attempt, "publisher": publisher}, {"$set": fields},
+        )
+        return taken.matched_count == 1
 
     async def stop_unstarted(self, job_id: str, step: str, attempt: int, state: StepState, worker_id: str) -> bool:
         """A worker does not start a step of a stopping job: not started at an attempt no newer

@@ -39,6 +39,8 @@ class Violation(AssertionError):
 class Doc:
     state: StepState
     attempt: int = 0
+    copy: int = 0
+    """The planner generation whose message copy the claim was made through."""
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Message:
     step: str
     attempt: int
     claim: bool
+    copy: int = 0
     redelivered: bool = False
 
 
@@ -75,6 +78,8 @@ class World:
     """Terminal states the store accepted (compare-and-set from pending/running)."""
     stopped_by_planner: set[str] = field(default_factory=set)
     cancelled: bool = False
+    generation: int = 0
+    """Which planner publishes (a restart is a new planner, so a new copy id)."""
     now: float = 1000.0
     _workers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -95,6 +100,7 @@ class World:
     def restart(self) -> None:
         """A new planner: a new book restored from what the store holds."""
         self.book = JobBook()
+        self.generation += 1
         if self.job_state.finished:
             return
         self.apply(JobBook.restoring(JOB, self.control[1]))
@@ -138,7 +144,7 @@ class World:
                 self._check_publish(effect)
                 device = effect.device
                 if self.queue_exists[device]:
-                    self.queues[device] += [Message(s, a, effect.claim) for s, a in effect.steps]
+                    self.queues[device] += [Message(s, a, effect.claim, self.generation) for s, a in effect.steps]
                 self.apply(self.book.routed(JOB, effect.names, self.queue_exists[device], self._tick()))
             case StartJob():
                 if self.job_state in (JobState.PENDING, JobState.RUNNING):
@@ -217,9 +223,11 @@ class World:
                 self._finished_notice(name, attempt)
             return
         if message.claim or claim or message.redelivered:
-            running_ok = message.redelivered
-            if doc is None or (doc.attempt <= attempt and (doc.state in NOT_STARTED_STATES or running_ok and doc.state is StepState.RUNNING)):
-                self.docs[name] = Doc(StepState.RUNNING, attempt)
+            unstarted = doc is None or (doc.attempt <= attempt and doc.state in NOT_STARTED_STATES)
+            take_over = (message.redelivered and doc is not None and doc.state is StepState.RUNNING and doc.attempt == attempt
+                         and doc.copy == message.copy)
+            if unstarted or take_over:
+                self.docs[name] = Doc(StepState.RUNNING, attempt, message.copy)
                 self._start(Run(name, attempt, next(self._workers), True, message))
             else:
                 self._finished_notice(name, attempt)
@@ -236,7 +244,7 @@ class World:
             return
         doc = self.docs.get(run.step)
         if doc is None or (doc.state in NOT_STARTED_STATES and doc.attempt <= run.attempt):
-            self.docs[run.step] = Doc(StepState.RUNNING, run.attempt)
+            self.docs[run.step] = Doc(StepState.RUNNING, run.attempt, run.message.copy)
             run.claimed = True
 
     def claim_after(self, index: int) -> None:
@@ -263,7 +271,8 @@ class World:
         """A worker dies mid-step: its message comes back, redelivered."""
         if self.runs:
             run = self.runs.pop(index % len(self.runs))
-            self.queues[self.plan.devices[run.step]].append(Message(run.step, run.attempt, run.message.claim, redelivered=True))
+            self.queues[self.plan.devices[run.step]].append(Message(run.step, run.attempt, run.message.claim, run.message.copy,
+                                                                    redelivered=True))
 
     def vanish(self, index: int) -> None:
         """A worker dies holding a claimed step whose delivery it had acked early (a long

@@ -208,3 +208,18 @@ def test_the_world_catches_a_book_that_marks_a_running_step_skipped() -> None:
     world.deliver("cpu", 0)
     with pytest.raises(Violation):
         world.apply([StopSteps(JOB, ("a",), StepState.SKIPPED)])
+
+
+def test_a_redelivered_old_copy_never_takes_over_the_claim_of_a_restarted_planners_copy() -> None:
+    """Found by the property test: a worker dies running a step (its message comes back
+    redelivered), the restarted planner republishes the step, a worker claims that copy, and
+    the redelivered old copy must not take the running claim over."""
+    world = _world(JobPlan({"s0": []}, {"s0": "cpu"}))
+    world.deliver("cpu", 0)
+    world.lose_worker(0)
+    world.restart()
+    world.deliver("cpu", 1)  # the restarted planner's copy: claimed, running
+    world.deliver("cpu", 0)  # the redelivered old copy: its take-over must fail
+    assert len(world.runs) == 1
+    world.quiesce()
+    assert world.finishes == [JobState.SUCCEEDED]

@@ -72,7 +72,7 @@ def _act(world: World, action: str, index: int) -> None:
 
 
 @given(plans(), st.booleans(), st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 50)), max_size=80))
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_book_keeps_its_invariants_under_any_interleaving(plan: JobPlan, gpu_up: bool, actions: list[tuple[str, int]]) -> None:
     world = World(plan)
     if "gpu" in world.queue_exists:

@@ -182,3 +182,12 @@ def test_topological_order_handles_long_chains() -> None:
     deps = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(100_000)}
     order = topological_order(deps)
     assert order[0] == "s0" and order[-1] == "s99999"
+
+
+def test_restore_without_fail_fast_skips_the_descendants_of_a_stored_failure() -> None:
+    """Found by the book's property test: the live run skipped them when the failure came."""
+    core = PlannerCore({"a": [], "b": ["a"], "c": ["b"], "d": []}, fail_fast=False)
+    restored = core.restore({"a": StepState.FAILED})
+    assert sorted(restored.skipped) == ["b", "c"] and restored.publish == ["d"]
+    core.succeeded("d")
+    assert core.finished and core.job_state is JobState.FAILED

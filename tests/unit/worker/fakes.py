@@ -53,11 +53,14 @@ class FakeStore:
         await asyncio.sleep(0)
         return self.jobs.get(job_id)
 
-    async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool) -> bool:
+    async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool, publisher: str = "") -> bool:
         self._call("claim")
-        if not self._unfinished(job_id, step, attempt, running=take_over):
+        doc = self.steps.get((job_id, step))
+        same_copy = (doc is not None and doc.get("state") == "running" and doc.get("attempt") == attempt
+                     and doc.get("publisher", "") == publisher)
+        if not (self._unfinished(job_id, step, attempt, running=False) or take_over and same_copy):
             return False
-        self.steps[(job_id, step)] = {"state": "running", "attempt": attempt, "worker": worker_id}
+        self.steps[(job_id, step)] = {"state": "running", "attempt": attempt, "worker": worker_id, "publisher": publisher}
         return True
 
     async def stop_unstarted(self, job_id: str, step: str, attempt: int, state: StepState, worker_id: str) -> bool:

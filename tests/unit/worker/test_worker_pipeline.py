@@ -130,9 +130,9 @@ async def test_steps_are_claimed_first_when_a_copy_may_exist(make_worker: Any, m
     seen: list[bool] = []
     real_claim = store.claim
 
-    async def claim(*args: Any, take_over: bool) -> bool:
+    async def claim(*args: Any, take_over: bool, publisher: str = "") -> bool:
         seen.append(take_over)
-        return await real_claim(*args, take_over=take_over)
+        return await real_claim(*args, take_over=take_over, publisher=publisher)
 
     monkeypatch.setattr(store, "claim", claim)
     async with serving(worker):
