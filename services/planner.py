@@ -42,6 +42,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from services.planner_effects import EVENT_FLUSH_S, EffectRunner
 from services.planner_intake import Accepted, Intake, plan_of
+from services.planner_lease import await_lease, keep_lease
 from services.planner_writer import OrderedWriter
 from shared.constants import HEADER_KIND
 from shared.distributed_errors import MessageError
@@ -86,12 +87,30 @@ class Planner:
 
     # lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then drain: stop consuming, finish what was delivered."""
+        """Stand by until this planner holds the lease (``services/planner_lease.py``), then
+        serve until ``stop`` is set and drain: stop consuming, finish what was delivered, give
+        the lease up. Raises :class:`LeaseLost` if the lease is lost while serving."""
         intake = Intake(self.plugin_dirs, self.settings.validation_timeout_s)
+        name = self.settings.namespace
         try:
             async with self.store, self.broker:
                 await self.store.ensure_indexes()
-                await self._serve(stop, intake)
+                fence = await await_lease(self.store, name, self.planner_id, self.settings.lease_s, stop)
+                if fence is None:
+                    return
+                self.store.fence = fence
+                serving = asyncio.create_task(self._serve(stop, intake), name="planner-serve")
+                keeping = asyncio.create_task(keep_lease(self.store, name, self.planner_id, fence), name="planner-lease")
+                await asyncio.wait([serving, keeping], return_when=asyncio.FIRST_COMPLETED)
+                if keeping.done():  # lost: stop acting now; unacked messages return when we disconnect
+                    serving.cancel()
+                    await asyncio.gather(serving, return_exceptions=True)
+                    keeping.result()
+                keeping.cancel()
+                await asyncio.gather(keeping, return_exceptions=True)
+                serving.result()
+                self.store.fence = None
+                await self.store.release_lease(name, self.planner_id, fence)
         finally:
             intake.close()
         log.info("planner stopped")

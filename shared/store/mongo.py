@@ -37,6 +37,7 @@ from shared.document.model import JobDocument
 from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.states import ACTIVE_JOB_STATES, JobState, StepState
+from shared.store.lease import LeaseMixin
 from shared.store.steps import StepsMixin
 
 
@@ -55,7 +56,7 @@ class JobRecord:
     """The job is stopping: its steps not started become this state (skipped or cancelled)."""
 
 
-class Store(StepsMixin, AsyncResource):
+class Store(StepsMixin, LeaseMixin, AsyncResource):
     """Owns one AsyncMongoClient (create it inside the event loop that uses it)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -120,8 +121,9 @@ class Store(StepsMixin, AsyncResource):
             "document": Binary(zlib.compress(document.model_dump_json().encode("utf-8"), 1)),
             "parameters": encoded.tree, "step_names": list(document.steps),
             "submitted_at": submitted_at, "created_at": time.time(), "error": None,
-            "control": {"claim": False, "stop": None},
+            "control": {"claim": False, "stop": None}, "fence": self.fence.token if self.fence else 0,
         }
+        self._guard()
         try:
             await self.db[JOBS].insert_one(doc)
         except DuplicateKeyError:
@@ -130,6 +132,7 @@ class Store(StepsMixin, AsyncResource):
 
     async def insert_rejected_job(self, job_id: str, name: str, problems: Sequence[str], *, at: float) -> None:
         """Record a submission that never became a job (idempotent: a redelivery adds nothing)."""
+        self._guard()
         doc = {"_id": job_id, "state": JobState.REJECTED.value, "name": name, "step_names": [], "problems": list(problems),
                "error": {"step": "document", "type": "InvalidDocument", "message": "; ".join(problems)},
                "created_at": at, "finished_at": at}
@@ -154,22 +157,35 @@ class Store(StepsMixin, AsyncResource):
         )
 
     async def set_job_state(self, job_id: str, expected: Sequence[JobState], state: JobState, **fields: Any) -> bool:
-        """Compare-and-set of a job's state; False when it was not in an ``expected`` state."""
-        update = {"$set": {"state": state.value, **fields}}
+        """Compare-and-set of a job's state; False when it was not in an ``expected`` state (or,
+        fenced, when a planner holding a newer lease has written the job)."""
+        update = {"$set": {"state": state.value, **fields, **self._fence_set()}}
         found = await self.db[JOBS].find_one_and_update(
-            {"_id": job_id, "state": {"$in": [s.value for s in expected]}}, update, projection={"_id": 1},
+            {"_id": job_id, "state": {"$in": [s.value for s in expected]}, **self._fence_filter()}, update, projection={"_id": 1},
         )
         return found is not None
 
+    def _fence_filter(self) -> dict[str, Any]:
+        """A fenced job write matches only a job no newer lease holder has written (every job
+        document has a ``fence``: :meth:`insert_job` sets it; ``$lte`` rather than ``$not $gt``,
+        which nx-27017 does not evaluate like MongoDB)."""
+        self._guard()
+        return {} if self.fence is None else {"fence": {"$lte": self.fence.token}}
+
+    def _fence_set(self) -> dict[str, Any]:
+        return {} if self.fence is None else {"fence": self.fence.token}
+
     async def set_job_control(self, job_id: str, *, claim: bool, stop: StepState | None) -> None:
         """The planner's word to workers that load the job from now on (see JobRecord)."""
-        await self.db[JOBS].update_one({"_id": job_id}, {"$set": {"control": {"claim": claim, "stop": stop.value if stop else None}}})
+        await self.db[JOBS].update_one({"_id": job_id, **self._fence_filter()},
+                                       {"$set": {"control": {"claim": claim, "stop": stop.value if stop else None}, **self._fence_set()}})
 
     async def active_job_ids(self) -> list[str]:
         return [doc["_id"] async for doc in self.db[JOBS].find({"state": {"$in": [s.value for s in ACTIVE_JOB_STATES]}}, {"_id": 1})]
 
     # events -------------------------------------------------------------------------------
     async def record_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        self._guard()
         if events:
             await self.db[EVENTS].insert_many([dict(e) for e in events], ordered=False)
 

@@ -23,6 +23,7 @@ from shared import codec
 from shared.constants import DISPATCHED, STEPS
 from shared.distributed_errors import StoreError
 from shared.states import FINISHED_STEP_STATES, NOT_STARTED_STATES, StepState
+from shared.store.lease import Fence
 from shared.store.values import ValuesMixin
 
 DUPLICATE_KEY = 11000
@@ -79,6 +80,15 @@ _RECORD_FIELDS = {"step": 1, "state": 1, "attempt": 1, "device": 1, "worker": 1,
 class StepsMixin(ValuesMixin):
     """Step reads and writes of :class:`~shared.store.Store`."""
 
+    fence: Fence | None = None
+    """Set on a planner's store while it holds the lease: its writes are checked against it
+    (see :mod:`shared.store.lease`); None for workers and clients."""
+
+    def _guard(self) -> None:
+        """Before a planner write: refuse it once the lease is no longer safely held."""
+        if self.fence is not None:
+            self.fence.check()
+
     # planner side -------------------------------------------------------------------------
     async def step_records(self, job_id: str) -> dict[str, StepRecord]:
         cursor = self.db[STEPS].find({"job": job_id}, _RECORD_FIELDS)
@@ -86,6 +96,7 @@ class StepsMixin(ValuesMixin):
 
     async def mark_dispatched(self, job_id: str, names: Sequence[str]) -> None:
         """Record a dispatch round (for people and monitors): one document, however many steps."""
+        self._guard()
         for start in range(0, len(names), 10000):
             await self.db[DISPATCHED].insert_one({"job": job_id, "steps": list(names[start:start + 10000]), "at": time.time()})
 
@@ -103,10 +114,12 @@ class StepsMixin(ValuesMixin):
 
     async def stop_steps(self, job_id: str, names: Sequence[str], state: StepState) -> None:
         """Skip or cancel steps that have not started (a claimed step keeps running)."""
+        self._guard()
         if names:
             await self._upsert_unstarted(job_id, names, _UNSTARTED, {"state": state.value, "finished_at": time.time()})
 
     async def set_waiting(self, job_id: str, names: Sequence[str], waiting: bool) -> None:
+        self._guard()
         if not names:
             return
         if waiting:
@@ -119,6 +132,7 @@ class StepsMixin(ValuesMixin):
 
     async def requeue(self, job_id: str, step: str, attempt: int, *, reason: str) -> int | None:
         """A lost claim (expired lease): running/queued attempt N -> queued attempt N+1."""
+        self._guard()
         found = await self.db[STEPS].find_one_and_update(
             {"_id": step_id(job_id, step), "attempt": attempt,
              "state": {"$in": [StepState.QUEUED.value, StepState.WAITING.value, StepState.RUNNING.value]}},
@@ -132,6 +146,7 @@ class StepsMixin(ValuesMixin):
         """The planner fails a step itself (its message was dead-lettered): absent, not started
         or running at an attempt no newer than ``attempt`` -> failed. Returns the step as stored
         afterwards (a step that finished first keeps its outcome), None if it has no document."""
+        self._guard()
         try:
             await self.db[STEPS].update_one(
                 {"_id": step_id(job_id, step), **_unfinished_at(attempt)},
