@@ -333,7 +333,8 @@ class Planner:
                 await runner.publish_event(Event(type="message.dead_lettered", detail={"kind": kind, "reason": reason}), "message.dead_lettered")
                 return
             for dispatch in dispatches:
-                await runner.run(self.book.dead_letter(dispatch.job_id, dispatch.step, dispatch.attempt, reason, error_kind, time.time()))
+                await runner.run(self.book.dead_letter(dispatch.job_id, dispatch.step, dispatch.attempt, reason, error_kind, time.time(),
+                                                       publisher=dispatch.publisher))
 
 
 def _notice_of(doc: dict[str, Any]) -> StepNotice:

@@ -136,7 +136,8 @@ class EffectRunner:
     # writes that report back --------------------------------------------------------------
     async def _fail_step(self, effect: FailStep) -> None:
         error = effect.error.model_dump(mode="json")
-        done = await self.writer.call(lambda: self.store.fail_step(effect.job_id, effect.step, effect.attempt, error),
+        done = await self.writer.call(lambda: self.store.fail_step(effect.job_id, effect.step, effect.attempt, error,
+                                                                   publisher=effect.publisher),
                                       f"step {effect.step} of job {effect.job_id} failed")
         record = await done
         if record is None or not record.state.finished:

@@ -123,6 +123,9 @@ class StepNotice(_Message):
     worker_id: str
     error: StepErrorInfo | None = None
     duration_s: float = 0.0
+    retry_at: float | None = Field(default=None, description=(
+        "With outcome failed: the attempt failed but the task may retry; MongoDB holds the step "
+        "queued as the next attempt, to be dispatched at this time (seconds since the epoch)."))
 
 
 class NoticeBatch(_Message):

@@ -18,6 +18,10 @@ Inputs, and the effects each can produce:
   ``MarkWaiting`` + ``Record`` + ``Emit`` (no queue for the device yet), or ``StopSteps``
   (the job is stopping: an unrouted step is simply not started).
 * :meth:`dead_letter` a step message the broker gave up on -> ``FailStep`` + ``Record``.
+* a report of a failed attempt that its task will retry (``retry_at``; MongoDB already holds
+  the step queued as the next attempt) -> ``Emit`` (``step.retrying``); :meth:`due` the time
+  -> ``Publish`` of the retries due (planner timers: a waiting retry holds no worker slot and no
+  broker delivery).
 * :meth:`lease_expired` -> ``Requeue``; :meth:`requeued` (the write matched) -> ``Publish``.
 * :meth:`cancel` -> ``StopSteps`` (cancelled), ``ControlJob``, ``Emit``, ``FinishJob``; an
   unknown job -> ``FinishJob`` (the store's compare-and-set finishes it only if pending).
@@ -86,6 +90,7 @@ class StoredStep:
     state: StepState
     attempt: int = 0
     error: Mapping[str, Any] | None = None
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ class BookJob:
     """Published, but the broker had no queue for their device: republished once one exists."""
     waiting: set[str] = field(default_factory=set)
     """Shown as waiting for a worker of their device."""
+    retry_due: dict[str, float] = field(default_factory=dict)
+    """Steps queued for a retry (MongoDB holds them as the next attempt), and when it is due."""
     stop_sent: StepState | None = None
     finishing: bool = False
     """``FinishJob`` was given; the job stays until :meth:`JobBook.forget`."""
@@ -205,7 +212,9 @@ class JobBook:
         if stop_state is not None:
             job.stop_sent = stop_state
             effects.append(ControlJob(job_id, claim=True, stop=stop_state))
-        effects += self._dispatch(job, restored.publish)
+        later = {n: stored[n].retry_at for n in restored.publish if n in stored and (stored[n].retry_at or 0) > now}
+        job.retry_due.update({n: at for n, at in later.items() if at is not None})
+        effects += self._dispatch(job, [n for n in restored.publish if n not in later])
         effects += self._maybe_finish(job, now)
         return effects
 
@@ -223,6 +232,9 @@ class JobBook:
             touched[job.job_id] = job
             job.waiting.discard(notice.step)
             job.unrouted.discard(notice.step)
+            if notice.outcome == StepState.FAILED and notice.retry_at is not None:
+                events[job.job_id].append(self._retrying(job, notice, now))
+                continue
             outcome = StepState(notice.outcome)
             detail: dict[str, Any] = {"duration_s": notice.duration_s}
             if notice.error is not None:
@@ -241,8 +253,8 @@ class JobBook:
         for job_id, job in touched.items():
             released = ready.get(job_id, [])
             stop = job.core.stop_state
-            if stop is not None:  # released earlier in this batch than the failure: never sent
-                effects += self._stop_queued(job, released, stop, now)
+            if stop is not None:  # released earlier in this batch than the failure, or retries: never sent
+                effects += self._stop_queued(job, [*released, *job.retry_due], stop, now)
             else:
                 effects += self._dispatch(job, released)
             for state in (StepState.SKIPPED, StepState.CANCELLED):
@@ -265,9 +277,11 @@ class JobBook:
         job.unrouted.update(steps)
         return self._mark_waiting(job, steps, NO_QUEUE, now) + self._maybe_finish(job, now)
 
-    def dead_letter(self, job_id: str, step: str, attempt: int, reason: str, kind: ErrorKind, now: float) -> list[Effect]:
+    def dead_letter(self, job_id: str, step: str, attempt: int, reason: str, kind: ErrorKind, now: float, *,
+                    publisher: str = "") -> list[Effect]:
         """A step message the broker dead-lettered: the step fails (recorded, even if it had
-        no document), unless it finished or moved to a newer attempt meanwhile."""
+        no document), unless it finished, moved to a newer attempt, or runs under a claim made
+        through another copy of its message (``publisher``) meanwhile."""
         job = self._jobs.get(job_id)
         record = Record({"type": "step.dead_lettered", "job_id": job_id, "step": step, "attempt": attempt, "reason": reason, "at": now})
         if (job is None or job.finishing or step not in job.devices or job.core.state(step).finished
@@ -276,7 +290,18 @@ class JobBook:
         why = ("a worker refused its message" if kind is ErrorKind.REJECTED
                else "its workers crashed or gave it back too many times")
         error = StepErrorInfo(type="DeadLettered", message=f"the step's message was dead-lettered ({reason}): {why}", kind=kind)
-        return [record, FailStep(job_id, step, attempt, error)]
+        return [record, FailStep(job_id, step, attempt, error, publisher)]
+
+    def due(self, now: float) -> list[Effect]:
+        """Publish the retries whose time has come (the step is stored queued as that attempt)."""
+        effects: list[Effect] = []
+        for job in list(self._jobs.values()):
+            ready = [name for name, at in job.retry_due.items() if at <= now]
+            for name in ready:
+                del job.retry_due[name]
+            if ready and not job.finishing:
+                effects += self._dispatch(job, ready)
+        return effects
 
     def lease_expired(self, job_id: str, step: str, attempt: int, worker: str | None, now: float) -> list[Effect]:
         job = self._jobs.get(job_id)
@@ -300,7 +325,8 @@ class JobBook:
     # housekeeping -------------------------------------------------------------------------
     def tick(self, now: float) -> TickPlan:
         devices = frozenset(job.devices[name] for job in self._jobs.values() if not job.finishing
-                            for name, state in job.core.states().items() if state is StepState.QUEUED)
+                            for name, state in job.core.states().items()
+                            if state is StepState.QUEUED and name not in job.retry_due)
         scan = self._lease_scan_at is None or now - self._lease_scan_at >= min(self.lease_s / 2, 5.0)
         since = None
         if scan:
@@ -316,7 +342,7 @@ class JobBook:
                 continue
             by_device: dict[str, list[str]] = defaultdict(list)
             for name, state in job.core.states().items():
-                if state is StepState.QUEUED and job.devices[name] in consumers:
+                if state is StepState.QUEUED and job.devices[name] in consumers and name not in job.retry_due:
                     by_device[job.devices[name]].append(name)
             for device, names in by_device.items():
                 count = consumers[device]
@@ -376,13 +402,15 @@ class JobBook:
             return []
         job.stop_sent = stop
         effects: list[Effect] = [ControlJob(job.job_id, claim=job.claim, stop=stop)]
-        idle = [n for n in job.unrouted | job.waiting if job.core.state(n) is StepState.QUEUED]
+        idle = [n for n in job.unrouted | job.waiting | set(job.retry_due) if job.core.state(n) is StepState.QUEUED]
         return effects + self._stop_queued(job, sorted(idle), stop, now)
 
     def _stop_queued(self, job: BookJob, names: Iterable[str], stop: StepState, now: float) -> list[Effect]:
         ended = [n for n in names if job.core.state(n) is StepState.QUEUED and job.core.stopped(n, stop)]
         job.unrouted.difference_update(ended)
         job.waiting.difference_update(ended)
+        for name in ended:
+            job.retry_due.pop(name, None)
         return self._stopped(job, ended, stop, now)
 
     def _stopped(self, job: BookJob, names: Sequence[str], state: StepState, now: float,
@@ -396,6 +424,20 @@ class JobBook:
             events.extend(new_events)
             return [StopSteps(job.job_id, tuple(names), state)]
         return [StopSteps(job.job_id, tuple(names), state), _emit(job.job_id, new_events)]
+
+    def _retrying(self, job: BookJob, notice: StepNotice, now: float) -> Event:
+        """A failed attempt its task retries: due at ``retry_at`` as the next attempt, unless
+        the job is stopping (then the core stops it, as any step not started)."""
+        step, attempt = notice.step, notice.attempt + 1
+        job.core.requeue(notice.step)
+        job.attempts[step] = max(job.attempts.get(step, 1), attempt)
+        job.retry_due[step] = float(notice.retry_at or now)
+        detail: dict[str, Any] = {"retry_at": notice.retry_at, "delay_s": max(0.0, float(notice.retry_at or now) - now),
+                                  "failed_attempt": notice.attempt}
+        if notice.error is not None:
+            detail["error"] = notice.error.model_dump(mode="json")
+        return Event(type="step.retrying", job_id=job.job_id, step=step, state=StepState.QUEUED, attempt=attempt,
+                     worker_id=notice.worker_id, detail=detail, at=now)
 
     def _maybe_finish(self, job: BookJob, now: float) -> list[Effect]:
         if not job.core.finished or job.finishing:

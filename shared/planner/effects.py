@@ -88,6 +88,9 @@ class FailStep:
     step: str
     attempt: int
     error: StepErrorInfo
+    publisher: str = ""
+    """Who published the dead-lettered copy: a running claim made through another copy is
+    someone else's live run and is left alone."""
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,13 @@ class StepRecord:
     device: str
     worker: str | None = None
     error: dict[str, Any] | None = None
+    retry_at: float | None = None
+    """Queued for a retry due at this time (see :class:`Finish`)."""
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> StepRecord:
         return cls(doc["step"], StepState(doc["state"]), int(doc.get("attempt", 0)), doc.get("device", "cpu"),
-                   doc.get("worker"), doc.get("error"))
+                   doc.get("worker"), doc.get("error"), doc.get("retry_at"))
 
 
 @dataclass
@@ -72,9 +74,12 @@ class Finish:
     outputs: codec.Encoded | None = None
     error: Mapping[str, Any] | None = None
     duration_s: float = 0.0
+    retry_at: float | None = None
+    """A failed attempt that will be retried: the step is stored queued as the next attempt,
+    due at this time, with this attempt's error kept; the planner dispatches it then."""
 
 
-_RECORD_FIELDS = {"step": 1, "state": 1, "attempt": 1, "device": 1, "worker": 1, "error": 1}
+_RECORD_FIELDS = {"step": 1, "state": 1, "attempt": 1, "device": 1, "worker": 1, "error": 1, "retry_at": 1}
 
 
 class StepsMixin(ValuesMixin):
@@ -142,20 +147,26 @@ class StepsMixin(ValuesMixin):
         )
         return None if found is None else int(found["attempt"])
 
-    async def fail_step(self, job_id: str, step: str, attempt: int, error: Mapping[str, Any]) -> StepRecord | None:
-        """The planner fails a step itself (its message was dead-lettered): absent, not started
-        or running at an attempt no newer than ``attempt`` -> failed. Returns the step as stored
-        afterwards (a step that finished first keeps its outcome), None if it has no document."""
+    async def fail_step(self, job_id: str, step: str, attempt: int, error: Mapping[str, Any], *,
+                        publisher: str = "") -> StepRecord | None:
+        """The planner fails a step itself (its message was dead-lettered): absent or not started
+        at an attempt no newer than ``attempt``, or running under a claim made through the same
+        publisher's copy (its holder died with it) -> failed. A claim made through another copy
+        is a live run elsewhere and keeps running. Returns the step as stored afterwards (a step
+        that finished first keeps its outcome), None if it has no document."""
         self._guard()
+        fields = {"job": job_id, "step": step, "state": StepState.FAILED.value, "attempt": attempt, "error": dict(error),
+                  "finished_at": time.time(), "lease_until": None}
         try:
-            await self.db[STEPS].update_one(
-                {"_id": step_id(job_id, step), **_unfinished_at(attempt)},
-                {"$set": {"job": job_id, "step": step, "state": StepState.FAILED.value, "attempt": attempt, "error": dict(error),
-                          "finished_at": time.time(), "lease_until": None}},
-                upsert=True,
-            )
+            result = await self.db[STEPS].update_one(
+                {"_id": step_id(job_id, step), **_unfinished_at(attempt, running=False)}, {"$set": fields}, upsert=True)
+            matched = result.matched_count == 1 or result.upserted_id is not None
         except DuplicateKeyError:
-            pass
+            matched = False
+        if not matched:
+            await self.db[STEPS].update_one(
+                {"_id": step_id(job_id, step), "state": StepState.RUNNING.value, "attempt": attempt, "publisher": publisher},
+                {"$set": fields})
         doc = await self.db[STEPS].find_one({"_id": step_id(job_id, step)}, _RECORD_FIELDS)
         return None if doc is None else StepRecord.from_doc(doc)
 
@@ -245,6 +256,8 @@ class StepsMixin(ValuesMixin):
                 "finished_at": now, "duration_s": item.duration_s, "lease_until": None,
             }
             ids: list[ObjectId] = []
+            if item.retry_at is not None:  # not final: queued as the next attempt, due later
+                fields.update(state=StepState.QUEUED.value, attempt=item.attempt + 1, retry_at=item.retry_at, finished_at=None)
             if item.outputs is not None:
                 ids = await self.upload(item.outputs.blobs)
                 tree = item.outputs.tree
@@ -256,7 +269,11 @@ class StepsMixin(ValuesMixin):
             if item.error is not None:
                 fields["error"] = dict(item.error)
             blobs.append(ids)
-            writes.append(({"_id": step_id(item.job_id, item.step), **_unfinished_at(item.attempt)}, {"$set": fields}))
+            update: dict[str, Any] = {"$set": fields}
+            if item.retry_at is not None:
+                update["$push"] = {"attempts": {"attempt": item.attempt, "worker": item.worker_id, "error": dict(item.error or {}),
+                                                "finished_at": now, "duration_s": item.duration_s}}
+            writes.append(({"_id": step_id(item.job_id, item.step), **_unfinished_at(item.attempt)}, update))
         recorded = [True] * len(writes)
         if not writes:
             return []

@@ -110,6 +110,7 @@ class World:
         self.apply(self.book.restore(JOB, self.plan, stored, self._tick(), stop=self.control[1]))
 
     def tick(self, consumers: Mapping[str, int | None] | None = None) -> None:
+        self.apply(self.book.due(self._tick()))
         plan = self.book.tick(self._tick())
         present = consumers or {d: (1 if self.queue_exists[d] else None) for d in self.queues}
         self.apply(self.book.presence({d: present.get(d, 1) for d in plan.devices}, self._tick()))
@@ -132,7 +133,8 @@ class World:
         queue = self.queues[device]
         if queue:
             message = queue.pop(index % len(queue))
-            self.apply(self.book.dead_letter(JOB, message.step, message.attempt, "delivery_limit", kind, self._tick()))
+            self.apply(self.book.dead_letter(JOB, message.step, message.attempt, "delivery_limit", kind, self._tick(),
+                                             publisher=str(message.copy)))
 
     def apply(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
@@ -151,9 +153,9 @@ class World:
                     self.job_state = JobState.RUNNING
             case StopSteps(steps=steps, state=state):
                 for name in steps:
-                    if any(run.step == name for run in self.runs):
-                        raise Violation(f"{name} marked {state} while a worker runs it")
                     doc = self.docs.get(name)
+                    if any(run.step == name for run in self._current_runs()):
+                        raise Violation(f"{name} marked {state} while a worker runs it")
                     if doc is None or doc.state in NOT_STARTED_STATES:
                         self.docs[name] = Doc(state, doc.attempt if doc else 0)
                         self.stopped_by_planner.add(name)
@@ -169,9 +171,14 @@ class World:
                 if claim:
                     for run in self.runs:
                         self._claim_running(run)
-            case FailStep(step=name, attempt=attempt, error=error):
+            case FailStep(step=name, attempt=attempt, error=error, publisher=publisher):
                 doc = self.docs.get(name)
-                if doc is None or (doc.state not in FINISHED_STEP_STATES and doc.attempt <= attempt):
+                unstarted = doc is None or (doc.state in NOT_STARTED_STATES and doc.attempt <= attempt)
+                held_by_it = (doc is not None and doc.state is StepState.RUNNING and doc.attempt == attempt
+                              and str(doc.copy) == publisher)
+                if unstarted or held_by_it:
+                    if held_by_it and any(run.step == name for run in self.runs):
+                        raise Violation(f"{name} failed by a dead letter while its claim's holder runs it")
                     self.docs[name] = Doc(StepState.FAILED, attempt)
                 doc = self.docs[name]
                 if doc.state in FINISHED_STEP_STATES:
@@ -182,8 +189,8 @@ class World:
                     doc.state, doc.attempt = StepState.QUEUED, attempt + 1
                     self.apply(self.book.requeued(JOB, name, attempt + 1, self._tick()))
             case FinishJob(state=state):
-                if any(run for run in self.runs):
-                    raise Violation(f"job finished {state} while {[r.step for r in self.runs]} run")
+                if self._current_runs():
+                    raise Violation(f"job finished {state} while {[r.step for r in self._current_runs()]} run")
                 unfinished = [n for n in self.plan.dependencies if n not in self.docs or self.docs[n].state not in FINISHED_STEP_STATES]
                 if unfinished:
                     raise Violation(f"job finished {state} with steps not finished in the store: {unfinished}")
@@ -234,6 +241,11 @@ class World:
             return
         self._start(Run(name, attempt, next(self._workers), False, message))
 
+    def _current_runs(self) -> list[Run]:
+        """Runs of the attempt the store holds as current: a run of an older attempt lost its
+        lease (its worker looked dead and the step was re-queued) and no longer counts."""
+        return [run for run in self.runs if run.step not in self.docs or run.attempt >= self.docs[run.step].attempt]
+
     def _start(self, run: Run) -> None:
         if any(r.step == run.step and r.attempt == run.attempt for r in self.runs):
             raise Violation(f"two workers run {run.step} attempt {run.attempt} at once")
@@ -251,13 +263,19 @@ class World:
         if self.runs:
             self._claim_running(self.runs[index % len(self.runs)])
 
-    def finish(self, index: int, succeeded: bool) -> None:
+    def finish(self, index: int, succeeded: bool, *, retry: bool = False) -> None:
+        """A run ends; ``retry``: it failed and its task retries (at most twice per step)."""
         if not self.runs:
             return
         run = self.runs.pop(index % len(self.runs))
         doc = self.docs.get(run.step)
         state = StepState.SUCCEEDED if succeeded else StepState.FAILED
         unfinished = doc is None or (doc.state in (*NOT_STARTED_STATES, StepState.RUNNING) and doc.attempt <= run.attempt)
+        if unfinished and retry and not succeeded and run.attempt < 3:
+            self.docs[run.step] = Doc(StepState.QUEUED, run.attempt + 1)
+            self.notices.append(StepNotice(job_id=JOB, step=run.step, attempt=run.attempt, outcome=StepState.FAILED, worker_id="w",
+                                           error=StepErrorInfo(type="Flaky", message="try again"), retry_at=self.now + 3))
+            return
         if unfinished:
             self.docs[run.step] = Doc(state, run.attempt)
             self.notices.append(self._notice(run.step, self.docs[run.step]))

@@ -223,3 +223,36 @@ def test_a_redelivered_old_copy_never_takes_over_the_claim_of_a_restarted_planne
     assert len(world.runs) == 1
     world.quiesce()
     assert world.finishes == [JobState.SUCCEEDED]
+
+
+def test_a_retried_attempt_waits_for_its_time_without_a_message_then_goes_as_the_next_attempt() -> None:
+    book = JobBook()
+    book.accept(JOB, JobPlan({"a": [], "b": ["a"]}, {"a": "cpu", "b": "cpu"}), 1.0)
+    from shared.messages import StepErrorInfo
+
+    flaky = StepNotice(job_id=JOB, step="a", attempt=1, outcome=StepState.FAILED, worker_id="w",
+                       error=StepErrorInfo(type="Flaky", message="try again"), retry_at=11.0)
+    effects = book.notices([flaky], 2.0)
+    (emit,) = [e for e in effects if isinstance(e, Emit)]
+    assert [(e.type, e.attempt, e.detail["delay_s"]) for e in emit.events] == [("step.retrying", 2, 9.0)]
+    assert not [e for e in effects if isinstance(e, (Publish, FinishJob))]
+    assert book.due(10.0) == [] and book.tick(10.0).devices == frozenset()  # not waiting for a worker meanwhile
+    (publish, _) = book.due(11.0)
+    assert isinstance(publish, Publish) and publish.steps == (("a", 2),)
+    assert book.due(12.0) == []
+
+
+def test_a_pending_retry_of_a_stopping_job_ends_unstarted() -> None:
+    world = _world(JobPlan({"a": [], "b": []}, {"a": "cpu", "b": "cpu"}))
+    _deliver_all(world)
+    _run(world, "a", succeeded=False)
+    world.finish(0, succeeded=False, retry=True)  # b fails but will retry
+    world.deliver_all_notices(1)  # b's retry report first, then a's failure
+    assert world.docs["b"].state is StepState.SKIPPED and world.finishes == [JobState.FAILED]
+
+
+def test_a_restored_retry_keeps_its_time() -> None:
+    book = JobBook()
+    effects = book.restore(JOB, JobPlan({"a": []}, {"a": "cpu"}), {"a": StoredStep(StepState.QUEUED, 2, retry_at=50.0)}, 40.0)
+    assert not [e for e in effects if isinstance(e, Publish)]
+    assert [e.steps for e in book.due(50.0) if isinstance(e, Publish)] == [(("a", 2),)]

@@ -24,7 +24,7 @@ from shared.planner.book import JobPlan
 from shared.states import ErrorKind, JobState, StepState
 from tests.unit.planner.book_world import World
 
-ACTIONS = ("deliver", "succeed", "fail", "notice", "duplicate", "batch", "lose", "vanish", "claim", "dead", "lease", "tick",
+ACTIONS = ("deliver", "succeed", "fail", "retry", "notice", "duplicate", "batch", "lose", "vanish", "claim", "dead", "lease", "tick",
            "restart", "cancel", "gpu")
 
 
@@ -45,6 +45,8 @@ def _act(world: World, action: str, index: int) -> None:
                 world.deliver(device, index)
         case "succeed" | "fail":
             world.finish(index, succeeded=action == "succeed")
+        case "retry":
+            world.finish(index, succeeded=False, retry=True)
         case "notice" | "duplicate":
             world.deliver_notice(index, duplicate=action == "duplicate")
         case "batch":
@@ -91,7 +93,8 @@ def test_the_book_keeps_its_invariants_under_any_interleaving(plan: JobPlan, gpu
     assert len(world.book) == 0, "the finished job is still in the book"
 
 
-@given(plans(), st.lists(st.tuples(st.sampled_from(("deliver", "succeed", "notice", "batch", "restart", "claim", "tick", "lose")),
+@given(plans(), st.lists(st.tuples(st.sampled_from(("deliver", "succeed", "retry", "notice", "batch", "restart", "claim", "tick",
+                                                     "lose")),
                                    st.integers(0, 50)),
                          max_size=60))
 @settings(max_examples=200, deadline=None)

@@ -52,7 +52,8 @@ class FakeStore:
     async def stop_steps(self, job_id: str, names: Sequence[str], state: StepState) -> None:
         self.log.append(f"{state} {','.join(names)}")
 
-    async def fail_step(self, job_id: str, step: str, attempt: int, error: Mapping[str, Any]) -> StepRecord | None:
+    async def fail_step(self, job_id: str, step: str, attempt: int, error: Mapping[str, Any], *,
+                        publisher: str = "") -> StepRecord | None:
         self.log.append(f"fail {step}")
         record = self.steps.get(step) or StepRecord(step, StepState.FAILED, attempt, "cpu", None, dict(error))
         self.steps[step] = record
