@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.plugin_api import OutputSpec
+from shared.retry_policy import RetryOverride, RetryPolicy
 
 SCHEMA_VERSION = 1
 
@@ -28,6 +29,8 @@ class TaskBinding(BaseModel):
     device: str = "cpu"
     retries: int = 0
     timeout_s: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    """The task's retry policy (``retries`` is its count, kept for readers of the old field)."""
 
 
 @dataclass(slots=True)
@@ -44,6 +47,8 @@ class Step:
     kwargs: dict[str, Any] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
     """Every upstream step: referenced ones first, then explicit ``dependencies``; no repeats."""
+    retry: RetryOverride | None = None
+    """The step's ``x-retry:`` override of its task's retry policy."""
 
 
 class ArtifactInput(BaseModel):
@@ -79,3 +84,8 @@ class JobDocument(BaseModel):
 
     def binding(self, step_name: str) -> TaskBinding:
         return self.tasks[self.steps[step_name].task]
+
+    def retry_policy(self, step_name: str) -> RetryPolicy:
+        """The step's retry policy: its task's, with the step's ``x-retry`` on top."""
+        binding = self.binding(step_name)
+        return binding.retry.model_copy(update={"retries": binding.retries}).overridden(self.steps[step_name].retry)

@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.document.issues import Issue, error, format_key
 from shared.document.source import DocPath
+from shared.retry_policy import RETRY_KEY, RetryOverride
 
 TOP_LEVEL_KEYS = ("types", "parameters", "tasks", "graph", "artifact_inputs", "artifact_outputs")
 TASK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -30,6 +31,8 @@ class StepShape:
     """False when a single non-list value stands for one positional argument."""
     dependencies_listed: bool = True
     """False when ``dependencies`` was one string rather than a list."""
+    retry: RetryOverride | None = None
+    """The step's ``x-retry:`` override (see :mod:`shared.retry_policy`)."""
 
 
 @dataclass
@@ -133,17 +136,45 @@ def step_shape(step_name: str, step: Any, names: Names) -> StepShape | None:
     dependencies = _dependencies(step.get("dependencies", []), (*path, "dependencies"), names)
     if dependencies is None:
         return None
+    retry = _retry(step.get(RETRY_KEY), (*path, RETRY_KEY), names) if RETRY_KEY in step else None
+    if RETRY_KEY in step and retry is None:
+        return None
     shape = _shape(step_name, step, dependencies, names)
     if shape is not None:
         shape.dependencies_listed = not isinstance(step.get("dependencies"), str)
+        shape.retry = retry
     return shape
+
+
+def _retry(value: Any, path: DocPath, names: Names) -> RetryOverride | None:
+    """A step's ``x-retry:`` mapping: ``retries``, ``backoff_s``, ``max_backoff_s``."""
+    if not isinstance(value, Mapping):
+        names.add(error("step.retry", path, f"'{RETRY_KEY}' must be a mapping of retries, backoff_s and max_backoff_s, got {_kind(value)}"))
+        return None
+    ok = True
+    for key, item in value.items():
+        if key not in RetryOverride.model_fields:
+            names.add(error("step.retry", (*path, key), f"unknown key {key!r} in '{RETRY_KEY}'; allowed: retries, backoff_s, max_backoff_s",
+                            key=True))
+            ok = False
+        elif isinstance(item, bool) or not isinstance(item, int if key == "retries" else (int, float)) or item < 0:
+            kind = "a whole number" if key == "retries" else "a number of seconds"
+            names.add(error("step.retry", (*path, key), f"'{key}' must be {kind}, at least 0; got {item!r}"))
+            ok = False
+    if not ok:
+        return None
+    override = RetryOverride(**{str(k): v for k, v in value.items()})
+    if override.backoff_s is not None and override.max_backoff_s is not None and override.max_backoff_s < override.backoff_s:
+        names.add(error("step.retry", (*path, "max_backoff_s"), "'max_backoff_s' must not be below 'backoff_s'"))
+        return None
+    return override
 
 
 def _shape(step_name: str, step: Mapping[str, Any], dependencies: list[str], names: Names) -> StepShape | None:
     path: DocPath = ("graph", step_name)
     if "task" in step:
         return _mixed_shape(step_name, step, dependencies, names)
-    task_keys = [key for key in step if key != "dependencies"]
+    task_keys = [key for key in step if key not in ("dependencies", RETRY_KEY)]
     if len(task_keys) != 1:
         found = ", ".join(repr(k) for k in task_keys) or "none"
         names.add(error(
@@ -170,10 +201,10 @@ def _mixed_shape(step_name: str, step: Mapping[str, Any], dependencies: list[str
     path: DocPath = ("graph", step_name)
     ok = True
     for key in step:
-        if key not in ("task", "args", "kwargs", "dependencies"):
+        if key not in ("task", "args", "kwargs", "dependencies", RETRY_KEY):
             names.add(error(
                 "step.unknown-key", (*path, key),
-                f"unknown key {key!r} in a step with 'task:'; allowed: task, args, kwargs, dependencies",
+                f"unknown key {key!r} in a step with 'task:'; allowed: task, args, kwargs, dependencies, {RETRY_KEY}",
                 key=True,
             ))
             ok = False

@@ -413,7 +413,7 @@ def _build_document(graph: _Graph, params: Mapping[str, Any], artifacts: Mapping
                 retries=spec.retries if spec else 0,
                 timeout_s=spec.timeout_s if spec else None,
             )
-        steps[step_name] = Step(step_name, info.name, shape.args, shape.kwargs, graph.deps[step_name])
+        steps[step_name] = Step(step_name, info.name, shape.args, shape.kwargs, graph.deps[step_name], shape.retry)
     return JobDocument(
         types=dict(types),
         parameters={
