@@ -336,7 +336,9 @@ def _load_callable(spec: str) -> Measure:
     return getattr(importlib.import_module(module), attr or "measure_theodolite")
 
 
-def main(argv: list[str] | None = None, *, measure_theodolite: Measure | None = None) -> int:
+def main(argv: list[str] | None = None, *, measure_theodolite: Measure | dict[str, Measure] | None = None) -> int:
+    """``measure_theodolite``: one measure, or several by name (rows of their own; ``--only
+    theodolite`` keeps them all)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 measured repetition, short warm-up")
     parser.add_argument("--repeats", type=int, help="measured repetitions (median reported)")
@@ -372,10 +374,11 @@ def main(argv: list[str] | None = None, *, measure_theodolite: Measure | None = 
     if args.theodolite:
         measure_theodolite = _load_callable(args.theodolite)
 
-    subjects: dict[str, Measure] = {"theodolite": measure_theodolite} if measure_theodolite else {}
+    subjects: dict[str, Measure] = (dict(measure_theodolite) if isinstance(measure_theodolite, dict)
+                                    else {"theodolite": measure_theodolite} if measure_theodolite else {})
     peers = peer_measures(opts)
     wanted = set(args.only.split(",")) if args.only else set(subjects) | set(peers)
-    subjects = {k: v for k, v in subjects.items() if k in wanted}
+    subjects = {k: v for k, v in subjects.items() if k in wanted or k.split(" ")[0] in wanted}
     peers = {k: v for k, v in peers.items() if k in wanted}
 
     from urllib.parse import urlsplit

@@ -1,4 +1,10 @@
-"""Running one step on a worker: read what it needs (cached), call its task in a thread pool.
+"""Running one step on a worker: read what it needs (cached), run its task where it can be stopped.
+
+Task code runs through the execution layer (:mod:`shared.execution.isolation`), as in
+``theodolite run``: by default in one long-lived child process per slot (``--isolation`` /
+``THEODOLITE_ISOLATION``, ``THEODOLITE_MEMORY_MB``), driven by a thread pool of ``concurrency``
+threads so the event loop never waits on a task. A child encodes the outputs for MongoDB itself
+(the codec, with the GridFS threshold): the worker stores them as they come.
 
 The store's failures while reading (the job, upstream outputs, artifact inputs) propagate to
 the caller, which hands the delivery back (:mod:`services.worker_faults`); everything else
@@ -8,57 +14,74 @@ becomes the step's :class:`~services.worker_results.Outcome`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from services.worker_faults import is_infrastructure
-from services.worker_results import Outcome, error_dict
-from shared import codec
-from shared.execution.invoke import invoke, referenced_steps, retryable
-from shared.execution.timeouts import call_with_timeout
+from services.worker_results import TRACEBACK_CHARS, Outcome, error_dict
+from shared.execution import wire
+from shared.execution.failure import Failure
+from shared.execution.invoke import referenced_steps, resolve_arguments
+from shared.execution.isolation import TaskRunner
+from shared.execution.options import ExecutionOptions
 from shared.messages import StepDispatch
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
 from shared.states import ErrorKind
 from shared.store import JobRecord, Store
+from shared.transport.settle import Reject
 
 JOB_CACHE_SIZE = 64
 OUTPUT_CACHE_SIZE = 256
 CACHEABLE_OUTPUT_BYTES = 1024 * 1024
+log = logging.getLogger("theodolite.worker")
+TimeoutWarningHook = Callable[[StepDispatch, float, float], None]
+"""``hook(dispatch, elapsed_s, timeout_s)``, called on the event loop when a step has run 80 %
+of its timeout (the worker publishes it as a ``step.timeout_warning`` event)."""
 
 
 class StepExecutor:
-    """Owns the thread pool and the per-job caches: job records, artifact inputs, and the
-    small outputs of steps this worker ran (its downstream steps need no read for them)."""
+    """Owns the task runner (child processes), the threads that drive it and the per-job
+    caches: job records, artifact inputs, and the small outputs of steps this worker ran (its
+    downstream steps need no read for them)."""
 
-    def __init__(self, settings: Settings, store: Store, registry: PluginRegistry, *, concurrency: int, device: str) -> None:
+    def __init__(self, settings: Settings, store: Store, registry: PluginRegistry, *, concurrency: int, device: str,
+                 on_timeout_warning: TimeoutWarningHook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.on_timeout_warning = on_timeout_warning
+        self.runner = TaskRunner(registry, ExecutionOptions(settings.isolation, settings.memory_mb), slots=concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"theodolite-{device}")
         self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
         self._outputs: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._artifacts: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
 
     def shutdown(self) -> None:
-        """Abandon queued tasks; running ones finish in the background (threads cannot be stopped)."""
+        """Abandon queued tasks and end the task processes (a running task's is killed; a
+        thread-isolated task still running finishes in the background). Idempotent."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
 
     async def job_or_rejection(self, dispatch: StepDispatch) -> JobRecord | Outcome:
-        """The step's job, or the failure (kind ``rejected``) of a step no job here can serve:
-        its job is gone or unreadable, or has no such step. The store's errors propagate."""
+        """The step's job. A message no job here can serve (its job is gone or unreadable, or
+        has no such step) is refused: :class:`Reject` dead-letters it, and the planner records
+        the dead letter (a failed step of kind ``rejected`` if its job runs, else an event);
+        nothing is written for a job that does not exist. The store's errors propagate."""
         try:
             job = await self.job(dispatch.job_id)
         except Exception as error:
             if is_infrastructure(error):
                 raise
-            return Outcome(error=error_dict(error, ErrorKind.REJECTED))
+            raise Reject(f"job {dispatch.job_id} cannot be read: {type(error).__name__}: {error}") from None
         if job is None:
-            return Outcome(error=error_dict(LookupError(f"job {dispatch.job_id} is not in the store"), ErrorKind.REJECTED))
+            raise Reject(f"job {dispatch.job_id} is not in the store")
         if dispatch.step not in job.document.steps:
-            return Outcome(error=error_dict(LookupError(f"job {dispatch.job_id} has no step {dispatch.step!r}"), ErrorKind.REJECTED))
+            raise Reject(f"job {dispatch.job_id} has no step {dispatch.step!r}")
         return job
 
     async def job(self, job_id: str) -> JobRecord | None:
@@ -94,7 +117,7 @@ class StepExecutor:
                 outcome = Outcome(error=error_dict(error, ErrorKind.INFRASTRUCTURE))
             else:
                 loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch.step, upstream)
+                outcome = await loop.run_in_executor(self._pool, self._run_task, job, dispatch, upstream, loop)
         outcome.duration_s = time.perf_counter() - started
         return outcome
 
@@ -129,24 +152,42 @@ class StepExecutor:
                 self._artifacts.popitem(last=False)
         return cached
 
-    def _run_task(self, job: JobRecord, name: str, upstream: dict[str, dict[str, Any]]) -> Outcome:
-        """In a pool thread: load the plugin, call it (retries, timeout), encode the outputs."""
+    def _run_task(self, job: JobRecord, dispatch: StepDispatch, upstream: dict[str, dict[str, Any]],
+                  loop: asyncio.AbstractEventLoop) -> Outcome:
+        """In a pool thread: run the task (retries, timeout, isolation), keep the encoded outputs."""
         try:
-            step = job.document.steps[name]
+            step = job.document.steps[dispatch.step]
             binding = job.document.tasks[step.task]
-            function = self.registry.load(binding.plugin).function
-        except BaseException as error:  # noqa: BLE001 - a plugin that exits on import fails its step
+        except BaseException as error:  # noqa: BLE001 - a job without this task fails the step
             return Outcome(error=error_dict(error, ErrorKind.TASK))
-        failure: BaseException = RuntimeError("the step was never attempted")
-        for _attempt in range(binding.retries + 1):
+
+        def warn(elapsed_s: float, timeout_s: float) -> None:
+            loop.call_soon_threadsafe(self._timeout_warning, dispatch, elapsed_s, timeout_s)
+
+        run = self.runner.run(dispatch.step, binding, lambda: resolve_arguments(step, job.parameters, upstream),
+                              threshold_bytes=self.settings.gridfs_threshold_bytes, decode=False, on_warning=warn)
+        if run.failure is not None:
+            return Outcome(error=failure_dict(run.failure))
+        encoded = run.encoded
+        assert encoded is not None
+        small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
+        values = None
+        if small:
+            values = run.values if run.values is not None else wire.decode(encoded.tree, encoded.blobs)
+        return Outcome(outputs=encoded, values=values)
+
+    def _timeout_warning(self, dispatch: StepDispatch, elapsed_s: float, timeout_s: float) -> None:
+        """On the event loop: a step has run 80 % of its timeout."""
+        log.warning("step %s of job %s has run %.1f s of its %g s timeout; it is stopped at %g s",
+                    dispatch.step, dispatch.job_id, elapsed_s, timeout_s, timeout_s)
+        if self.on_timeout_warning is not None:
             try:
-                call = lambda: invoke(step, function, binding.outputs, job.parameters, upstream)
-                outputs = call() if binding.timeout_s is None else call_with_timeout(name, binding.timeout_s, call)
-                encoded = codec.encode(outputs, threshold_bytes=self.settings.gridfs_threshold_bytes)
-                small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
-                return Outcome(outputs=encoded, values=outputs if small else None)
-            except BaseException as error:  # noqa: BLE001 - SystemExit in a task must not stop the worker
-                failure = error
-                if not retryable(error):
-                    break
-        return Outcome(error=error_dict(failure))
+                self.on_timeout_warning(dispatch, elapsed_s, timeout_s)
+            except Exception:
+                log.exception("the timeout-warning hook raised")
+
+
+def failure_dict(failure: Failure) -> dict[str, Any]:
+    """The stored form of a step's failure (see :func:`services.worker_results.error_dict`)."""
+    return {"type": failure.type, "message": failure.message, "traceback": failure.traceback[-TRACEBACK_CHARS:],
+            "kind": failure.kind.value}

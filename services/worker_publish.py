@@ -35,6 +35,13 @@ class WorkerPublisher:
         self._running.append(Event(type="step.running", job_id=dispatch.job_id, step=dispatch.step, state=StepState.RUNNING,
                                    attempt=dispatch.attempt, worker_id=self.worker_id))
 
+    def timeout_warning(self, dispatch: StepDispatch, elapsed_s: float, timeout_s: float) -> None:
+        """A running step has used 80 % of its timeout (``step.timeout_warning``, next flush);
+        at 100 % its task is stopped and the step fails with kind ``timeout``."""
+        self._running.append(Event(type="step.timeout_warning", job_id=dispatch.job_id, step=dispatch.step,
+                                   state=StepState.RUNNING, attempt=dispatch.attempt, worker_id=self.worker_id,
+                                   detail={"elapsed_s": round(elapsed_s, 3), "timeout_s": timeout_s}))
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(EVENT_FLUSH_S)

@@ -55,8 +55,9 @@ def _is_jax_array(value: Any) -> bool:
 
 
 class _Encoder:
-    def __init__(self, threshold_bytes: int) -> None:
+    def __init__(self, threshold_bytes: int, checksums: bool = True) -> None:
         self.threshold_bytes = threshold_bytes
+        self.checksums = checksums
         self.blobs: list[Blob] = []
         self.inline_bytes = 0
 
@@ -125,6 +126,10 @@ class _Encoder:
         return {TAG: "npscalar", "dtype": _descr_out(dtype_to_descr(value.dtype)), "data": Binary(value.tobytes())}
 
     def _blob(self, data: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
+        if not self.checksums:
+            blob = Blob(ObjectId(), data, {**metadata, "nbytes": len(data)})
+            self.blobs.append(blob)
+            return {"file": blob.file_id, "nbytes": len(data)}
         digest = hashlib.sha256(data).hexdigest()
         blob = Blob(ObjectId(), data, {**metadata, "sha256": digest, "nbytes": len(data)})
         self.blobs.append(blob)
@@ -146,9 +151,10 @@ def _descr_in(descr: Any) -> Any:
     return descr
 
 
-def encode(value: Any, *, threshold_bytes: int, path: str = "") -> Encoded:
-    """The BSON-ready tree of ``value`` and the large blobs it refers to."""
-    encoder = _Encoder(threshold_bytes)
+def encode(value: Any, *, threshold_bytes: int, path: str = "", checksums: bool = True) -> Encoded:
+    """The BSON-ready tree of ``value`` and the large blobs it refers to. ``checksums=False``
+    leaves out the blobs' SHA-256 (values handed between processes, never stored)."""
+    encoder = _Encoder(threshold_bytes, checksums)
     tree = encoder.encode(value, path)
     return Encoded(tree, encoder.blobs, encoder.inline_bytes)
 

@@ -36,13 +36,42 @@ class StepOutputError(TheodoliteError):
         self.reason = reason
 
 
-class StepTimeoutError(TheodoliteError):
+class StepInterruptedError(TheodoliteError):
+    """Base of the failures the execution layer inflicts on a task from outside (a timeout, a
+    crashed or over-limit child process), as opposed to exceptions the task raises itself.
+    Retryable (``@task(retries=N)`` re-runs them); ``reason`` is the short cause."""
+
+    reason: str = "interrupted"
+
+
+class StepTimeoutError(StepInterruptedError):
     """Raised when a step runs longer than its task's ``timeout``."""
 
     def __init__(self, step: str, timeout_s: float) -> None:
         super().__init__(f"step {step!r} exceeded its timeout of {timeout_s:g} s")
         self.step = step
         self.timeout_s = timeout_s
+        self.reason = "timeout"
+
+
+class TaskCrashError(StepInterruptedError):
+    """Raised when the child process running a task dies: a signal (``crashed: signal 11
+    (SIGSEGV)``) or an exit of its own (``crashed: exit code 3``, e.g. ``os._exit(3)``)."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+
+
+class MemoryLimitError(StepInterruptedError):
+    """Raised when a task maps more memory than its ``memory_mb`` (``memory limit 2048 MB``)."""
+
+    def __init__(self, step: str, memory_mb: int, detail: str = "") -> None:
+        super().__init__(f"memory limit {memory_mb} MB" + (f": {detail}" if detail else ""))
+        self.step = step
+        self.memory_mb = memory_mb
+        self.reason = f"memory limit {memory_mb} MB"
 
 
 class ParameterError(TheodoliteError):

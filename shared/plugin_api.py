@@ -10,6 +10,7 @@ statically from source (see :mod:`shared.plugin_catalog`) without importing anyt
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,6 +21,17 @@ DEFAULT_DEVICE = "cpu"
 F = TypeVar("F", bound=Callable[..., Any])
 
 OutputsArg = str | Mapping[str, str] | Sequence[str | Mapping[str, str]] | None
+
+
+class Isolation(StrEnum):
+    """Where a task's code runs (see docs/distributed.md, "Where task code runs")."""
+
+    PROCESS = "process"
+    """In a long-lived child process of the runner or worker: a timeout, a crash or a memory
+    limit costs one step; arguments and outputs cross the process boundary through the codec."""
+    THREAD = "thread"
+    """In a thread of the runner or worker itself: for trusted, fast tasks (no per-call hop),
+    and tasks passing Python objects the codec cannot carry; a timed-out call cannot be stopped."""
 
 
 class OutputSpec(BaseModel):
@@ -45,6 +57,11 @@ class TaskSpec(BaseModel):
     device: str = DEFAULT_DEVICE
     retries: int = Field(default=0, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    """Address space the task may map beyond its child process's own (``RLIMIT_AS``); None: the
+    worker's default (``THEODOLITE_MEMORY_MB``), or no limit. Process isolation only."""
+    isolation: Isolation | None = None
+    """None: the runner's or worker's default (``THEODOLITE_ISOLATION``, ``process`` unless set)."""
 
     @field_validator("device")
     @classmethod
@@ -98,6 +115,8 @@ def task(
     device: str = DEFAULT_DEVICE,
     retries: int = 0,
     timeout: float | None = None,
+    memory_mb: int | None = None,
+    isolation: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -110,13 +129,17 @@ def task(
     device: str = DEFAULT_DEVICE,
     retries: int = 0,
     timeout: float | None = None,
+    memory_mb: int | None = None,
+    isolation: str | None = None,
 ) -> F | Callable[[F], F]:
     """Register a function as a plugin task; usable bare (``@task``) or with options.
 
     ``name`` is the short name documents use (default: the function name); ``outputs``
     names the return value(s); ``device`` routes the step to workers of that type;
     ``retries`` re-runs a failed step that many extra times; ``timeout`` (seconds) fails a
-    step that runs longer.
+    step that runs longer (a warning at 80 %, the task's process killed at 100 %);
+    ``memory_mb`` fails a step whose task maps more memory than that (process isolation);
+    ``isolation`` is ``"process"`` or ``"thread"`` (default: the runner's or worker's).
     """
 
     def mark(func: F) -> F:
@@ -128,6 +151,8 @@ def task(
             device=device,
             retries=retries,
             timeout_s=timeout,
+            memory_mb=memory_mb,
+            isolation=isolation,
         )
         setattr(func, TASK_MARKER, spec)
         return func

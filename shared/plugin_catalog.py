@@ -290,6 +290,8 @@ def _task_from_function(
                 device=str(options.get("device", "cpu")),
                 retries=options.get("retries", 0),
                 timeout_s=options.get("timeout"),
+                memory_mb=options.get("memory_mb"),
+                isolation=options.get("isolation"),
             )
         except (ValidationError, ValueError, TypeError) as error:
             return f"{module}.{node.name}: bad @task options ({file}:{node.lineno}): {error}"

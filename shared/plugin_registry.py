@@ -33,6 +33,7 @@ class PluginRegistry:
 
     plugin_dirs: Sequence[Path] = ()
     _loaded: dict[str, LoadedTask] = field(default_factory=dict)
+    _described: dict[str, TaskSpec] = field(default_factory=dict)
     _added: list[str] = field(default_factory=list)
     _catalog: PluginCatalog = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -69,8 +70,26 @@ class PluginRegistry:
                     self._loaded[coordinate] = loaded
         return loaded
 
+    def describe(self, coordinate: str) -> TaskSpec:
+        """The task's spec as its decorator states it, read from source (nothing imported):
+        what a runner needs to decide where the task runs (``isolation``, ``memory_mb``)
+        without importing plugin code into its own process. Raises :class:`PluginLoadError`
+        as :meth:`load` does for what the catalog does not know as a task."""
+        spec = self._described.get(coordinate)
+        if spec is None:
+            with self._lock:
+                spec = self._described.get(coordinate)
+                if spec is None:
+                    spec = self._vouch(coordinate)
+                    self._described[coordinate] = spec
+        return spec
 
-    def _vouch(self, coordinate: str) -> None:
+    @property
+    def plugin_path(self) -> list[Path]:
+        """The plugin directories this registry searches (for child processes to do the same)."""
+        return [Path(d) for d in self.plugin_dirs]
+
+    def _vouch(self, coordinate: str) -> TaskSpec:
         """Refuse, before importing anything, what the catalog does not know as a task."""
         module_name = coordinate.rpartition(".")[0]
         found = self._catalog.lookup_coordinate(coordinate)
@@ -82,6 +101,7 @@ class PluginRegistry:
                     f"({self._catalog.describe_path()}, then sys.path)",
                 )
             raise PluginLoadError(coordinate, found.message)
+        return found.spec
 
 
 def load_task(coordinate: str) -> LoadedTask:

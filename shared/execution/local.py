@@ -1,6 +1,9 @@
 """The embedded runner: a whole job in one process, driven by the planner core.
 
-Worker threads run plugin code (never the event loop). A thread that finishes a step
+Runner threads drive the steps (never the event loop); task code runs where the execution
+layer puts it (:mod:`shared.execution.isolation`): by default in a child process per thread,
+started on first need and ended when ``run()`` returns, so a timeout, a crash or a memory limit
+costs one step, as on a worker. A thread that finishes a step
 asks the core for newly ready steps under one lock, keeps the first for itself and queues
 the rest, so a chain runs without a thread hand-off per step while independent steps
 still run side by side on the other threads.
@@ -29,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.document.model import JobDocument
-from shared.execution.invoke import error_message, format_traceback, invoke, retryable
+from shared.execution.invoke import error_message, format_traceback, resolve_arguments
+from shared.execution.isolation import TaskRunner
+from shared.execution.options import ExecutionOptions
 from shared.execution.result import JobResult, StepError, StepReport
-from shared.execution.timeouts import call_with_timeout
 from shared.planner.core import PlannerCore
-from shared.plugin_registry import LoadedTask, PluginRegistry
+from shared.plugin_registry import PluginRegistry
 from shared.states import FINISHED_STEP_STATES, JobState, StepState
 
 DEFAULT_CONCURRENCY = max(4, os.cpu_count() or 1)
@@ -79,6 +83,11 @@ class LocalJob:
 class LocalExecutor:
     """Runs one job on ``concurrency`` threads; ``run()`` blocks, ``run_async()`` awaits.
 
+    ``options`` are the defaults for tasks that do not choose where they run (default: read from
+    ``THEODOLITE_ISOLATION`` / ``THEODOLITE_MEMORY_MB``, process isolation when unset). A
+    ``runner`` given by the caller is used and left open (to share children between runs);
+    otherwise one is made for ``run()`` and closed, with its children, before it returns.
+
     ``on_change(step, state)`` is called on runner threads (and on the caller's, for the
     first queued steps) after each state change; it must be quick and must not block. What
     it raises is recorded on the job (``callback_error``, ``callback_errors``) and logged
@@ -95,15 +104,19 @@ class LocalExecutor:
         fail_fast: bool = True,
         artifact_values: Mapping[str, Mapping[str, Any]] | None = None,
         on_change: Callable[[str, StepState], None] | None = None,
+        options: ExecutionOptions | None = None,
+        runner: TaskRunner | None = None,
     ) -> None:
         self.concurrency = max(1, concurrency)
         self.registry = registry
         self.on_change = on_change
+        self.options = options or (runner.options if runner is not None else ExecutionOptions.from_environ())
+        self._given_runner = runner
+        self._runner: TaskRunner | None = runner
         core = PlannerCore({name: step.dependencies for name, step in document.steps.items()}, fail_fast=fail_fast)
         self.job = LocalJob(document, parameters, core)
         self.job.outputs.update({name: dict(values) for name, values in (artifact_values or {}).items()})
         self.job.records = {name: StepRecord() for name in document.steps}
-        self._tasks: dict[str, LoadedTask] = {}
         self._lock = threading.Lock()
         self._callback_lock = threading.Lock()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -113,6 +126,15 @@ class LocalExecutor:
 
     # entry points -----------------------------------------------------------------------
     def run(self) -> JobResult:
+        if self._given_runner is not None:
+            return self._run()
+        self._runner = TaskRunner(self.registry, self.options, slots=self.concurrency)
+        try:
+            return self._run()
+        finally:
+            self._runner.close()  # no child outlives the call
+
+    def _run(self) -> JobResult:
         threads = [threading.Thread(target=self._work, name=f"theodolite-step-{i}", daemon=True) for i in range(self.concurrency)]
         for thread in threads:
             thread.start()
@@ -144,14 +166,6 @@ class LocalExecutor:
         return await asyncio.to_thread(self.run)
 
     # worker threads ---------------------------------------------------------------------
-    def _task(self, name: str) -> LoadedTask:
-        """Import a task's plugin the first time a step needs it (a failure fails that step)."""
-        loaded = self._tasks.get(name)
-        if loaded is None:
-            loaded = self.registry.load(self.job.document.tasks[name].plugin)
-            self._tasks[name] = loaded
-        return loaded
-
     def _work(self) -> None:
         name: str | None = None
         while True:  # until the sentinel (None): an error here is the runner's, never a task's
@@ -188,38 +202,24 @@ class LocalExecutor:
             self._notify(name, StepState.RUNNING)
         step = job.document.steps[name]
         binding = job.document.tasks[step.task]
-        outputs: dict[str, Any] | None = None
-        failure: BaseException | None = None
-        try:
-            loaded = self._task(step.task)
-            attempts_allowed = binding.retries + 1
-        except BaseException as error:  # noqa: BLE001 - reported as this step's failure (even sys.exit at import)
-            failure, attempts_allowed = error, 0
-        for attempt in range(1, attempts_allowed + 1):
-            record.attempts = attempt
-            try:
-                if binding.timeout_s is None:
-                    outputs = invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs)
-                else:
-                    outputs = call_with_timeout(name, binding.timeout_s, lambda: invoke(step, loaded.function, binding.outputs, job.parameters, job.outputs))
-                failure = None
-                break
-            except BaseException as error:  # noqa: BLE001 - a task's failure is the step's result
-                failure = error
-                if not retryable(error):  # SystemExit, KeyboardInterrupt, ...: fails at once
-                    break
+        runner = self._runner
+        assert runner is not None
+        run = runner.run(name, binding, lambda: resolve_arguments(step, job.parameters, job.outputs),
+                         on_warning=lambda elapsed_s, timeout_s: _warn_timeout(name, elapsed_s, timeout_s))
+        record.attempts = run.attempts
+        failure = run.failure
         with self._lock:
             record.finished_s = time.perf_counter()
             if failure is None:
-                assert outputs is not None
-                job.outputs[name] = outputs
+                assert run.values is not None
+                job.outputs[name] = run.values
                 record.state = StepState.SUCCEEDED
                 ready = job.core.succeeded(name)
                 skipped: list[str] = []
             else:
                 record.state = StepState.FAILED
-                record.error = StepError(step=name, type=type(failure).__name__, message=error_message(failure))
-                record.traceback = format_traceback(failure)
+                record.error = StepError(step=name, type=failure.type, message=failure.message)
+                record.traceback = failure.traceback
                 if job.first_error is None:
                     job.first_error = record.error
                 ready = []
@@ -324,3 +324,7 @@ class LocalExecutor:
             status=self.job.core.state(name).value, outputs=self.job.outputs.get(name, {}),
             task=self.job.document.steps[name].task, duration_s=duration, traceback=record.traceback,
         )
+
+
+def _warn_timeout(step: str, elapsed_s: float, timeout_s: float) -> None:
+    log.warning("step %r has run %.1f s of its %g s timeout; it is stopped at %g s", step, elapsed_s, timeout_s, timeout_s)

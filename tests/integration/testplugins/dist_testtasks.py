@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,12 @@ def logged_sleep(seconds: float, log_dir: str, name: str, x: float = 0) -> float
 
 @task(outputs={"value": "number"})
 def crash_worker(x: float = 0) -> float:
-    """Kills the worker process running it (a poison step)."""
+    """Kills the worker process running it (a poison step). Tasks run in a child process of
+    the worker (process isolation), where ``os._exit`` would only fail the step: the worker's
+    pid is read from ``THEODOLITE_WORKER_ID`` (``DEVICE-HOST-PID-HEX``) and SIGKILLed."""
+    worker = os.environ.get("THEODOLITE_WORKER_ID", "")
+    pid = int(worker.split("-")[-2]) if worker.count("-") >= 3 else os.getpid()
+    os.kill(pid, signal.SIGKILL)
     os._exit(17)
 
 
