@@ -4,11 +4,17 @@
 gives the same :class:`JobResult` as the embedded runner (``run --json`` and
 ``submit --wait --json`` print the same object). :func:`submit_and_wait` is the one-shot
 form. A job the planner rejects raises :class:`JobRejected` with its ``FILE:LINE:`` problems.
+
+Outages are waited out: the broker reconnects by itself and subscribes the client's events
+queue again (events published meanwhile are missed, which is why ``wait`` also polls
+MongoDB); MongoDB reads are retried with backoff, and ``wait`` keeps polling through an
+outage until the job is finished (or its ``timeout_s`` passes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,13 +27,16 @@ from shared.distributed_errors import BrokerError, JobRejected
 from shared.document.artifact_steps import ARTIFACT_OUTPUT, ARTIFACT_STEP_PREFIX, is_artifact_step
 from shared.execution.result import JobResult, StepError, StepReport
 from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
+from shared.outages import Streak, backoff_s, transient
 from shared.resource import AsyncResource
 from shared.settings import Settings
 from shared.states import FINISHED_JOB_STATES, StepState
 from shared.store import Store
 from shared.transport import Broker, Outgoing
+from shared.transport.settle import acknowledge
 
 POLL_S = 1.0
+log = logging.getLogger("theodolite.client")
 
 
 class Client(AsyncResource):
@@ -46,21 +55,25 @@ class Client(AsyncResource):
         await self.store.open()
         try:
             await self.broker.open()
-            self._channel = await self.broker.channel(prefetch=1000)
-            queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(self.broker.names.events_exchange, "job.#")
-            await queue.bind(self.broker.names.events_exchange, "steps.#")
-            await self.broker.consume(self._channel, queue.name, self._on_event)
+            await self.broker.subscribe(self._subscribe_events)
         except BaseException:
             await self.close()
             raise
+
+    async def _subscribe_events(self) -> None:
+        """An exclusive, server-named queue for the events (a new one after each reconnect)."""
+        self._channel = await self.broker.channel(prefetch=1000)
+        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.broker.names.events_exchange, "job.#")
+        await queue.bind(self.broker.names.events_exchange, "steps.#")
+        await self.broker.consume(self._channel, queue.name, self._on_event)
 
     async def close(self) -> None:
         await self.broker.close()
         await self.store.close()
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
-        await message.ack()
+        await acknowledge(message)
         kind = (message.headers or {}).get("x-theodolite-kind")
         try:
             events = EventBatch.model_validate_json(message.body).events if kind == "event.batch" else [Event.model_validate_json(message.body)]
@@ -96,9 +109,18 @@ class Client(AsyncResource):
         if on_event is not None:
             self._listeners[job_id] = on_event
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        polling = Streak(log, f"reading the state of job {job_id}")
         try:
             while True:
-                doc = await self.store.job_state(job_id)
+                try:
+                    doc = await self.store.job_state(job_id)
+                except Exception as error:
+                    if not transient(error):
+                        raise
+                    polling.failed(error)  # MongoDB away: poll again (events may still come)
+                    doc = None
+                else:
+                    polling.succeeded()
                 if doc is not None and doc["state"] in FINISHED_JOB_STATES:
                     break
                 remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
@@ -111,7 +133,20 @@ class Client(AsyncResource):
         finally:
             self._waiters.pop(job_id, None)
             self._listeners.pop(job_id, None)
-        return await self.result(job_id)
+        return await self._patient_result(job_id, deadline)
+
+    async def _patient_result(self, job_id: str, deadline: float | None) -> JobResult:
+        """:meth:`result`, an outage of MongoDB waited out (until ``deadline``, if any)."""
+        reading = Streak(log, f"reading the result of job {job_id}")
+        while True:
+            try:
+                return await self.result(job_id)
+            except Exception as error:
+                if not transient(error) or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                delay = backoff_s(reading.failures + 1)
+                reading.failed(error, delay)
+                await asyncio.sleep(delay)
 
     async def result(self, job_id: str) -> JobResult:
         doc = await self.store.job_state(job_id)

@@ -71,12 +71,14 @@ async def _serve(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
 
 def _run_service(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """:func:`_serve` ``run``; RabbitMQ or MongoDB out of reach is one ``error:`` line (exit 1)."""
-    from shared.distributed_errors import ServiceUnreachable
+    """:func:`_serve` ``run``; RabbitMQ or MongoDB out of reach at start, or any other error of
+    the distributed mode that ends the service (a planner that lost its lease), is one
+    ``error:`` line (exit 1): its supervisor (``theodolite up``) restarts it."""
+    from shared.distributed_errors import DistributedError
 
     try:
         asyncio.run(_serve(run))
-    except ServiceUnreachable as error:
+    except DistributedError as error:
         click.echo(f"error: {error}", err=True)
         return EXIT_FAILED
     return EXIT_OK
@@ -99,9 +101,10 @@ def planner(plugin_dirs: tuple[str, ...], verbose: bool) -> None:
 @click.option("--device", required=True, help="Device type this worker serves: cpu, gpu or any label tasks declare.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Steps run at once (default THEODOLITE_CONCURRENCY).")
 @click.option("--prefetch", type=click.IntRange(min=1), default=None, help="Unacked deliveries (default: concurrency; 1 on gpu).")
+@click.option("--isolation", type=click.Choice(["process", "thread"]), default=None, help="Where tasks that do not choose run: a child process per slot (killable; default THEODOLITE_ISOLATION or process) or a thread.")
 @plugins_option
 @click.option("-v", "--verbose", is_flag=True)
-def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_dirs: tuple[str, ...], verbose: bool) -> None:
+def worker(device: str, concurrency: int | None, prefetch: int | None, isolation: str | None, plugin_dirs: tuple[str, ...], verbose: bool) -> None:
     """Run a worker consuming the steps of one device type."""
     from services.worker import prepare_device_environment
 
@@ -109,7 +112,7 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, plugin_di
     description = prepare_device_environment(device)  # before anything imports JAX
     from services.worker import Worker
 
-    settings = _settings()
+    settings = _settings(isolation=isolation)
     log = logging.getLogger("theodolite.worker")
     log.info("%s", description)
     instance = Worker(settings, device, concurrency=concurrency, prefetch=prefetch, plugin_dirs=plugin_dirs)
@@ -163,6 +166,8 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
 async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, timeout_s: float | None,
                   artifacts_dir: str | None = None, artifact_values: dict[str, Any] | None = None,
                   show_progress: bool = False, step_tasks: dict[str, str] | None = None, total_steps: int = 0) -> int:
+    from pymongo.errors import PyMongoError
+
     from services.client import Client
     from services.display import follow_with_progress
     from services.result_table import print_result
@@ -191,6 +196,11 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
     except DistributedError as error:
         click.echo(f"error: {error}", err=True)
         return EXIT_FAILED
+    except PyMongoError as error:  # an outage outlasting the retries: one line, not a traceback
+        from shared.outages import short
+
+        click.echo(f"error: MongoDB: {short(error)}", err=True)
+        return EXIT_FAILED
     if outcome.artifact_payloads:
         from shared.execution.artifact_files import write_artifact_payload
 
@@ -210,18 +220,23 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
 
 @click.command()
 @click.option("--workers", "workers_text", default="cpu=2,gpu=1", show_default=True, help="Workers per device type.")
+@click.option("--planners", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Planner processes (one acts, the others stand by).")
 @plugins_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".theodolite/cluster", show_default=True,
               help="Mongo-wire server data and process logs.")
-def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
-    """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planner, workers); Ctrl-C stops it.
+def up(workers_text: str, planners: int, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
+    """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planners, workers); Ctrl-C stops it.
+
+    A planner or worker that exits is restarted, after 1 s doubling to 30 s for one that keeps
+    exiting (back to 1 s once it had run a minute); each exit and restart is one line on stderr.
 
     While it runs, .theodolite/cluster.json in the current directory holds the cluster's
     connection settings (URLs, database, namespace) and this process's pid: submit, planner and
     worker run in this directory use them unless THEODOLITE_* variables say otherwise. The file
     is removed when the cluster stops. `up` itself reads only the THEODOLITE_* variables.
     """
-    from services.cluster import LocalCluster, parse_workers
+    from services.cluster import LocalCluster, Supervisor, parse_workers
     from shared.distributed_errors import DistributedError
     from shared.settings import CLUSTER_FILE, ClusterFile, shown_path
 
@@ -239,7 +254,8 @@ def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
                        "or start this one in another directory", err=True)
             sys.exit(EXIT_FAILED)
     root = Path(data_dir)
-    cluster = LocalCluster(settings, workers, plugin_dirs=plugin_dirs, mongo_data_dir=root / "mongo", log_dir=root / "logs")
+    cluster = LocalCluster(settings, workers, plugin_dirs=plugin_dirs, mongo_data_dir=root / "mongo", log_dir=root / "logs",
+                           planners=planners)
     stop = {"now": False}
 
     def request_stop(*_: Any) -> None:
@@ -259,11 +275,10 @@ def up(workers_text: str, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
                    f"THEODOLITE_NAMESPACE={info['namespace']} THEODOLITE_DB={cluster.settings.db}", err=True)
         for name, pid in info["processes"].items():
             click.echo(f"  {name}: pid {pid}", err=True)
+        supervisor = Supervisor(cluster)
         while not stop["now"]:
-            dead = [c.name for c in cluster.children if c.process.poll() is not None]
-            if dead:
-                click.echo(f"stopping: {', '.join(dead)} exited", err=True)
-                break
+            for line in supervisor.poll():
+                click.echo(line, err=True)
             time.sleep(0.2)
     except (DistributedError, RuntimeError, TimeoutError, OSError) as error:  # start-up failed: one line
         click.echo(f"error: {error}", err=True)

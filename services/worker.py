@@ -65,15 +65,16 @@ from services.worker_execution import StepExecutor
 from services.worker_faults import backoff_s, delivery_number, is_infrastructure
 from services.worker_publish import WorkerPublisher
 from services.worker_results import ResultWriter, outcome_notice, step_notice, stored_notice
-from shared.distributed_errors import MessageError
+from shared.distributed_errors import BrokerError, MessageError
 from shared.messages import StepDispatch, StepNotice, parse_dispatches
+from shared.outages import short, transient
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
 from shared.states import StepState
 from shared.store import Finish, JobRecord, Store
 from shared.transport import Broker, declare_device_queue
-from shared.transport.settle import HandBack, Reject, settle
+from shared.transport.settle import HandBack, Reject, acknowledge, orphaned, settle
 
 __all__ = ["Worker", "prepare_device_environment"]
 log = logging.getLogger("theodolite.worker")
@@ -131,7 +132,9 @@ class Worker:
         self._finished: OrderedDict[StepKey, None] = OrderedDict()
         """Steps this worker finished recently: a duplicate delivery of one is not run again."""
         self._writer = ResultWriter(self.store)
-        self._executor = StepExecutor(settings, self.store, self.registry, concurrency=self.concurrency, device=device)
+        self._executor = StepExecutor(settings, self.store, self.registry, concurrency=self.concurrency, device=device,
+                                      on_timeout_warning=lambda dispatch, elapsed_s, timeout_s: self._publisher.timeout_warning(
+                                          dispatch, elapsed_s, timeout_s))
         self._background: set[asyncio.Task[Any]] = set()
         self._publisher = WorkerPublisher(self.broker, self.worker_id)
         self._stopping = asyncio.Event()
@@ -144,36 +147,62 @@ class Worker:
         os.environ[WORKER_DEVICE_ENV] = self.device
         try:
             async with self.store, self.broker:
-                # Control words first: a job record read from now on cannot miss a later one.
-                control_channel = await self.broker.channel(prefetch=CONTROL_PREFETCH)
-                control_queue = await declare_control_queue(control_channel, self.broker.names, self.worker_id)
-                await self.broker.consume(control_channel, control_queue.name, self._on_control)
-                channel = await self.broker.channel(prefetch=self.prefetch)
-                queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
+                # Consumers are subscribed again on every new connection (a RabbitMQ restart
+                # closes it: the broker reconnects with backoff; this worker and its running
+                # steps carry on, and their notices go out once it is back).
+                self.broker.on_lost(self._on_broker_lost)
+                await self.broker.subscribe(self._subscribe)
                 # One handler per delivery we may hold; the thread pool bounds execution to
                 # ``concurrency``, so result writes and notices overlap with running steps.
                 runners = [asyncio.create_task(self._run_loop(), name=f"worker-handler-{i}") for i in range(max(self.prefetch, self.concurrency))]
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
                 events = asyncio.create_task(self._publisher.run(), name="worker-events")
                 writer = asyncio.create_task(self._writer.run(), name="worker-results")
-                await self.broker.consume(channel, queue.name, self._inbox.put)
-                log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id, queue.name, self.concurrency, self.prefetch)
-                lost = asyncio.create_task(self.broker.lost.wait())
+                log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id,
+                         self.broker.names.steps_queue(self.device), self.concurrency, self.prefetch)
                 stopped = asyncio.create_task(stop.wait())
-                await asyncio.wait([lost, stopped, *runners], return_when=asyncio.FIRST_COMPLETED)
-                if lost.done() and not stopped.done():
-                    raise ConnectionError("lost the RabbitMQ connection")
+                await asyncio.wait([stopped, *runners], return_when=asyncio.FIRST_COMPLETED)
                 await self._drain(runners)
-                for task in (lost, stopped, heartbeat, events, writer):
+                for task in (stopped, heartbeat, events, writer):
                     task.cancel()
-                await asyncio.gather(lost, stopped, heartbeat, events, writer, return_exceptions=True)
-                await self._publisher.flush()
+                await asyncio.gather(stopped, heartbeat, events, writer, *runners, return_exceptions=True)
+                await self._flush_events()
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
         finally:
             self._executor.shutdown()
             self.registry.close()
         log.info("worker %s stopped after %d steps", self.worker_id, self.completed)
+
+    async def _subscribe(self) -> None:
+        """This worker's queues and consumers on the current connection (run again by the
+        broker after every reconnect). Control words first: a job record read from now on
+        cannot miss a later one. The exclusive control queue is gone with a lost connection:
+        words published while it was lost are missed (a job record cached before may lack them)."""
+        control_channel = await self.broker.channel(prefetch=CONTROL_PREFETCH)
+        control_queue = await declare_control_queue(control_channel, self.broker.names, self.worker_id)
+        await self.broker.consume(control_channel, control_queue.name, self._on_control)
+        channel = await self.broker.channel(prefetch=self.prefetch)
+        queue = await declare_device_queue(channel, self.broker.names, self.settings, self.device)
+        await self.broker.consume(channel, queue.name, self._inbox.put)
+
+    def _on_broker_lost(self) -> None:
+        """The connection is lost: RabbitMQ requeues every delivery this worker holds and will
+        deliver them again, maybe to another worker. Steps running here unclaimed are claimed
+        now, so that such a copy finds them held (and is dropped); they run on, record their
+        results, and report once the connection is back."""
+        unclaimed = [inflight for inflight in self._inflight.values() if not inflight.claimed]
+        if unclaimed:
+            log.info("claiming %d running step(s) whose deliveries RabbitMQ takes back", len(unclaimed))
+        for inflight in unclaimed:
+            self._spawn_claim(inflight)
+
+    async def _flush_events(self) -> None:
+        """The last running events, without waiting long for a lost connection."""
+        try:
+            await asyncio.wait_for(self._publisher.flush(), self.settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning("running events not published: RabbitMQ is unavailable")
 
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Stop consuming, hand back prefetched deliveries, let running steps finish (bounded)."""
@@ -189,7 +218,7 @@ class Worker:
         _, pending = await asyncio.wait(runners, timeout=self.settings.drain_timeout_s)
         for inflight in list(self._inflight.values()):
             message = inflight.delivery.message
-            if not inflight.delivery.acked and not message.processed:
+            if not inflight.delivery.acked and not message.processed and not orphaned(message):
                 log.warning("handing back step %s of job %s (still running at shutdown)", inflight.dispatch.step, inflight.dispatch.job_id)
                 async with settle(message):
                     raise HandBack
@@ -205,6 +234,9 @@ class Worker:
             await self.handle(message)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        if orphaned(message):  # prefetched on a connection lost since: RabbitMQ delivers it again
+            log.debug("skipping delivery %s of a closed channel", message.delivery_tag)
+            return
         async with settle(message, ack=False):
             try:
                 dispatches = parse_dispatches(message.body, self.settings.max_message_bytes)
@@ -219,14 +251,18 @@ class Worker:
                 results = await asyncio.gather(*(self._run_step(d, delivery) for d in dispatches), return_exceptions=True)
                 ready = [result for result in results if isinstance(result, StepNotice)]
                 if ready:
-                    await asyncio.shield(self._publisher.notices(ready))
+                    try:
+                        await asyncio.shield(self._publisher.notices(ready))
+                    except BrokerError as error:  # the outcomes are in MongoDB: the planner's scan finds them
+                        log.warning("notice of %d step(s) not sent (%s); the planner finds the results in MongoDB",
+                                    len(ready), error)
             finally:
                 deadline.cancel()
             failed = [(d, result) for d, result in zip(dispatches, results) if isinstance(result, BaseException)]
             if failed:
                 await self._hand_back(delivery, failed)
-            if not delivery.acked and not message.processed:
-                await message.ack()
+            if not delivery.acked:
+                await acknowledge(message)  # skipped if its channel died: the copy RabbitMQ sends again finds the step finished
 
     async def _hand_back(self, delivery: Delivery, failed: list[tuple[StepDispatch, BaseException]]) -> None:
         """Steps of ``delivery`` raised: a bug is re-raised (``settle`` decides); the store's
@@ -270,6 +306,8 @@ class Worker:
                                               publisher=dispatch.publisher):
                     return await self._finished_notice(dispatch)
                 inflight.claimed = True
+            elif orphaned(delivery.message) and not await self._claim(inflight):
+                return await self._finished_notice(dispatch)  # its channel died meanwhile (a copy comes again): claim first
             delivery.steps.append(inflight)
             self._inflight[key] = inflight
         finally:
@@ -376,7 +414,7 @@ class Worker:
             return  # handed back meanwhile
         delivery.acked = True
         log.info("a delivery of %d step(s) runs past the ack deadline: acknowledged early, kept by leases", len(delivery.steps))
-        await delivery.message.ack()
+        await acknowledge(delivery.message)
 
     # control words, leases ----------------------------------------------------------------
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
@@ -397,8 +435,12 @@ class Worker:
             if claimed:
                 try:
                     await self.store.renew_leases(claimed, self.worker_id)
-                except Exception:
-                    log.exception("renewing leases failed")
+                except Exception as error:
+                    if not transient(error):
+                        log.exception("renewing leases failed")
+                    else:  # MongoDB is away: renewed on the next beat (leases outlast a few missed ones)
+                        log.warning("renewing %d lease(s) failed (%s); trying again in %.1f s", len(claimed), short(error),
+                                    self.settings.lease_s / 3)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -10,6 +10,7 @@ planner's word for a step whose message was dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,13 @@ from shared import codec
 from shared.errors import StepTimeoutError
 from shared.execution.invoke import error_message, format_traceback
 from shared.messages import StepDispatch, StepErrorInfo, StepNotice
+from shared.outages import Streak, backoff_s, transient
 from shared.states import FINISHED_STEP_STATES, ErrorKind, StepState
 from shared.store import Finish, Store
 
 RESULT_BATCH = 256
+BACKOFF_MAX_S = 10.0
+log = logging.getLogger("theodolite.worker")
 TRACEBACK_CHARS = 8000
 
 
@@ -95,8 +99,12 @@ class ResultWriter:
     """Writes step outcomes to MongoDB, many per round trip when they finish together.
 
     A lone outcome (a chain) is written at once; while a write is in flight, the next
-    outcomes accumulate and go together in the following one. A failed round trip fails
-    every write of its batch with the store's exception (the caller hands its delivery back).
+    outcomes accumulate and go together in the following one. A round trip that fails for
+    an outage (MongoDB restarting) is tried again with backoff until it succeeds: the task's
+    work is done and is not thrown away (a write whose answer was lost and that is applied
+    twice finds the step finished the second time: recorded once, reported from MongoDB).
+    Any other failure fails every write of its batch with the store's exception (the caller
+    hands its delivery back).
     """
 
     def __init__(self, store: Store) -> None:
@@ -115,7 +123,7 @@ class ResultWriter:
             while len(batch) < RESULT_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                recorded = await self.store.finish_many([finish for finish, _ in batch])
+                recorded = await self._write(batch)
             except Exception as error:  # noqa: BLE001 - each waiting step sees the failure
                 for _, future in batch:
                     if not future.done():
@@ -124,3 +132,18 @@ class ResultWriter:
             for (_, future), ok in zip(batch, recorded):
                 if not future.done():
                     future.set_result(ok)
+
+    async def _write(self, batch: list[tuple[Finish, asyncio.Future[bool]]]) -> list[bool]:
+        streak = Streak(log, f"recording {len(batch)} step result(s)")
+        while True:
+            try:
+                recorded = await self.store.finish_many([finish for finish, _ in batch])
+            except Exception as error:
+                if not transient(error):
+                    raise
+                delay = backoff_s(streak.failures + 1, max_s=BACKOFF_MAX_S)
+                streak.failed(error, delay)
+                await asyncio.sleep(delay)
+                continue
+            streak.succeeded()
+            return recorded

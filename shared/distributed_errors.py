@@ -72,6 +72,16 @@ class BrokerUnreachable(ServiceUnreachable, BrokerError):
     hint = "start RabbitMQ (e.g. 'rabbitmq-server -detached') or set THEODOLITE_AMQP_URL"
 
 
+class BrokerUnavailable(BrokerError):
+    """Raised when a publish could not be confirmed because the RabbitMQ connection stayed
+    lost (reconnecting) past the publish's deadline (``THEODOLITE_PUBLISH_TIMEOUT_S``)."""
+
+    def __init__(self, what: str, waited_s: float) -> None:
+        super().__init__(f"{what}: RabbitMQ unavailable (reconnecting) for {seconds(waited_s)} s")
+        self.what = what
+        self.waited_s = waited_s
+
+
 def seconds(value: float) -> str:
     """``10.03`` -> ``10``, ``1.04`` -> ``1.0``, ``0.26`` -> ``0.3``."""
     return f"{value:.0f}" if value >= 9.95 else f"{value:.1f}"

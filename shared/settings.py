@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.plugin_api import Isolation
+
 ENV_PREFIX = "THEODOLITE_"
 PREFETCH_PER_SLOT = 4
 CLUSTER_FILE = Path(".theodolite", "cluster.json")
@@ -59,7 +61,7 @@ class Settings(BaseSettings):
     namespace: str = Field(default="theodolite", pattern=r"^[A-Za-z0-9_.-]+$")
     """Prefix of every exchange and queue name; separate clusters (and tests) on one broker."""
     concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
-    """Steps a worker runs at once (threads)."""
+    """Steps a worker runs at once (slots: a child process each, or a thread with ``isolation=thread``)."""
     prefetch: int | None = Field(default=None, ge=1)
     """Unacknowledged deliveries per worker consumer; default 4 x concurrency (1 on gpu workers)."""
     planner_prefetch: int = Field(default=2000, ge=1)
@@ -87,6 +89,16 @@ class Settings(BaseSettings):
     rejected (validation runs off the event loop, several at once)."""
     write_backlog: int = Field(default=10_000, ge=10)
     """The planner's queued MongoDB writes; when full, dispatching waits for the writer."""
+    isolation: Isolation = Isolation.PROCESS
+    """Where a worker runs tasks that do not choose (``@task(isolation=...)``): ``process``, a
+    child process per slot (killable), or ``thread`` (``theodolite worker --isolation``)."""
+    memory_mb: int | None = Field(default=None, gt=0)
+    """Memory limit of process-isolated tasks without their own ``memory_mb`` (None: none)."""
+    publish_timeout_s: float = Field(default=300.0, gt=0)
+    """How long a publish waits for a lost RabbitMQ connection to come back before its caller
+    gets BrokerUnavailable (the planner then tries again: its effects are never dropped)."""
+    store_retry_s: float = Field(default=60.0, ge=0)
+    """How long a MongoDB read waits out an outage (retried with backoff) before it fails."""
 
     @field_validator("amqp_url", "mongo_url")
     @classmethod

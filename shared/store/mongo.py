@@ -34,6 +34,7 @@ from shared import codec
 from shared.constants import DISPATCHED, EVENTS, GRIDFS_BUCKET, JOBS, STEPS
 from shared.distributed_errors import StoreError, StoreUnreachable, connection_reason
 from shared.document.model import JobDocument
+from shared.outages import retried_read
 from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.states import ACTIVE_JOB_STATES, JobState, StepState
@@ -141,9 +142,11 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
         except DuplicateKeyError:
             pass
 
+    @retried_read
     async def job_state(self, job_id: str) -> dict[str, Any] | None:
         return await self.db[JOBS].find_one({"_id": job_id}, {"document": 0, "parameters": 0})
 
+    @retried_read
     async def load_job(self, job_id: str) -> JobRecord | None:
         doc = await self.db[JOBS].find_one({"_id": job_id})
         if doc is None or "document" not in doc:
@@ -180,6 +183,7 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
         await self.db[JOBS].update_one({"_id": job_id, **self._fence_filter()},
                                        {"$set": {"control": {"claim": claim, "stop": stop.value if stop else None}, **self._fence_set()}})
 
+    @retried_read
     async def active_job_ids(self) -> list[str]:
         return [doc["_id"] async for doc in self.db[JOBS].find({"state": {"$in": [s.value for s in ACTIVE_JOB_STATES]}}, {"_id": 1})]
 
@@ -189,6 +193,7 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
         if events:
             await self.db[EVENTS].insert_many([dict(e) for e in events], ordered=False)
 
+    @retried_read
     async def events(self, job_id: str | None = None, type_prefix: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {}
         if job_id is not None:

@@ -22,6 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from shared import codec
 from shared.constants import DISPATCHED, STEPS
 from shared.distributed_errors import StoreError
+from shared.outages import retried_read
 from shared.states import FINISHED_STEP_STATES, NOT_STARTED_STATES, StepState
 from shared.store.lease import Fence
 from shared.store.values import ValuesMixin
@@ -95,6 +96,7 @@ class StepsMixin(ValuesMixin):
             self.fence.check()
 
     # planner side -------------------------------------------------------------------------
+    @retried_read
     async def step_records(self, job_id: str) -> dict[str, StepRecord]:
         cursor = self.db[STEPS].find({"job": job_id}, _RECORD_FIELDS)
         return {d["step"]: StepRecord.from_doc(d) async for d in cursor}
@@ -170,6 +172,7 @@ class StepsMixin(ValuesMixin):
         doc = await self.db[STEPS].find_one({"_id": step_id(job_id, step)}, _RECORD_FIELDS)
         return None if doc is None else StepRecord.from_doc(doc)
 
+    @retried_read
     async def expired_leases(self, job_ids: Iterable[str], now: float) -> list[dict[str, Any]]:
         cursor = self.db[STEPS].find(
             {"state": StepState.RUNNING.value, "lease_until": {"$lt": now}, "job": {"$in": list(job_ids)}},
@@ -177,6 +180,7 @@ class StepsMixin(ValuesMixin):
         )
         return [doc async for doc in cursor]
 
+    @retried_read
     async def finished_since(self, job_ids: Iterable[str], since: float) -> list[dict[str, Any]]:
         """Steps finished since ``since`` (to catch a worker's report that never arrived)."""
         cursor = self.db[STEPS].find(
@@ -191,7 +195,11 @@ class StepsMixin(ValuesMixin):
         ``publisher`` of the message copy it was made through. ``take_over`` (a redelivered
         message: its previous holder lost its channel) also takes a running claim of this
         attempt made through the same publisher's copy, never one made through another copy of the step (a restarted
-        planner republishes steps: both copies may be in flight, and only one may run).
+        planner republishes steps: both copies may be in flight, and only one may run), and
+        only once that claim's lease has expired: a holder that lost only its RabbitMQ
+        connection (a broker restart) is alive, runs on and renews its lease, and the copy
+        RabbitMQ redelivered must not run the step a second time. (A dead holder's step is
+        re-queued by the planner when the lease expires, or taken over by a copy then.)
         Upserts: the planner may not have stored the step yet."""
         now = time.time()
         fields = {"job": job_id, "step": step, "state": StepState.RUNNING.value, "attempt": attempt, "worker": worker_id,
@@ -207,7 +215,8 @@ class StepsMixin(ValuesMixin):
         if not take_over:
             return False
         taken = await self.db[STEPS].update_one(
-            {"_id": step_id(job_id, step), "state": StepState.RUNNING.value, "attempt": attempt, "publisher": publisher}, {"$set": fields},
+            {"_id": step_id(job_id, step), "state": StepState.RUNNING.value, "attempt": attempt, "publisher": publisher,
+             "lease_until": {"$lt": now}}, {"$set": fields},
         )
         return taken.matched_count == 1
 
@@ -226,6 +235,7 @@ class StepsMixin(ValuesMixin):
             return False
         return result.matched_count == 1 or result.upserted_id is not None
 
+    @retried_read
     async def step_doc(self, job_id: str, step: str) -> dict[str, Any] | None:
         return await self.db[STEPS].find_one({"_id": step_id(job_id, step)}, {"outputs": 0})
 
@@ -294,6 +304,7 @@ class StepsMixin(ValuesMixin):
                 await self.delete_files(ids)
         return recorded
 
+    @retried_read
     async def upstream_outputs(self, job_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Decoded outputs of finished upstream steps (GridFS values fetched)."""
         if not names:
@@ -303,6 +314,7 @@ class StepsMixin(ValuesMixin):
         trees = {doc["step"]: doc.get("outputs") or {} async for doc in cursor}
         return {name: await self.load_outputs(tree) for name, tree in trees.items()}
 
+    @retried_read
     async def all_outputs(self, job_id: str) -> dict[str, dict[str, Any]]:
         cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1, "duration_s": 1})
         docs = [doc async for doc in cursor]

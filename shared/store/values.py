@@ -14,6 +14,7 @@ from gridfs.errors import NoFile
 from shared import codec
 from shared.constants import ARTIFACT_INPUTS
 from shared.distributed_errors import CodecError, StoreError
+from shared.outages import retried_read
 from shared.settings import Settings
 
 SPILLED = "outputs-blob"
@@ -39,6 +40,7 @@ class ValuesMixin:
             trees[name] = encoded.tree
         await self.db[ARTIFACT_INPUTS].replace_one({"_id": job_id}, {"_id": job_id, "values": trees}, upsert=True)
 
+    @retried_read
     async def load_artifact_inputs(self, job_id: str) -> dict[str, dict[str, Any]]:
         doc = await self.db[ARTIFACT_INPUTS].find_one({"_id": job_id})
         if doc is None:

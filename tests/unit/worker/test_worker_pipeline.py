@@ -197,14 +197,15 @@ async def test_a_stopped_step_that_had_started_or_finished_is_reported_as_stored
     assert store.steps[("j1", "b")]["state"] == "running"  # a running step is not stopped
 
 
-async def test_a_step_of_a_missing_job_fails_as_rejected(make_worker: Any) -> None:
+async def test_a_step_of_a_missing_job_is_dead_lettered_and_nothing_is_written(make_worker: Any) -> None:
+    """A message no job here can serve is refused (dead-lettered: the planner records it);
+    the worker writes no step for a job that does not exist."""
     worker = make_worker()
+    message = step_message("a", job_id="gone")
     async with serving(worker):
-        await worker.handle(step_message("a", job_id="gone"))
-    (notice,) = broker_of(worker).notices()
-    assert notice.outcome == "failed" and notice.error is not None
-    assert notice.error.kind is ErrorKind.REJECTED and "not in the store" in notice.error.message
-    assert store_of(worker).steps[("gone", "a")]["error"]["kind"] == "rejected"
+        await worker.handle(message)
+    assert message.settled == [("reject", False)]
+    assert broker_of(worker).notices() == [] and ("gone", "a") not in store_of(worker).steps
 
 
 @pytest.mark.parametrize(("task", "kind", "error_type"), [
@@ -226,7 +227,9 @@ async def test_task_failures_are_step_failures_with_their_kind(make_worker: Any,
     assert message.settled == [("ack", False)]
 
 
-@pytest.mark.parametrize("failing", ["load_job", "claim", "stop_unstarted", "finish_many", "step_doc"])
+# finish_many is not here: an outage while recording a result is waited out in place
+# (test_worker_results.py), the finished task is not handed back.
+@pytest.mark.parametrize("failing", ["load_job", "claim", "stop_unstarted", "step_doc"])
 async def test_store_failures_hand_the_delivery_back_after_a_backoff(make_worker: Any, failing: str,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     worker = make_worker()

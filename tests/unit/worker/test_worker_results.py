@@ -18,6 +18,7 @@ from services.worker_results import (
     stored_kind,
     stored_notice,
 )
+from shared.distributed_errors import StoreError
 from shared.errors import StepTimeoutError
 from shared.messages import StepDispatch
 from shared.states import ErrorKind, StepState
@@ -126,13 +127,28 @@ async def test_the_writer_batches_what_finishes_together() -> None:
 
 
 async def test_a_failed_round_trip_fails_every_write_of_its_batch() -> None:
-    store = WriterStore(AutoReconnect("connection closed"))
+    store = WriterStore(StoreError("recording step results failed: refused"))  # not an outage: not retried
     writer = ResultWriter(store)  # type: ignore[arg-type]
     runner = asyncio.create_task(writer.run())
     try:
         results = await asyncio.gather(*(writer.write(finish(s)) for s in "abc"), return_exceptions=True)
-        assert all(isinstance(r, AutoReconnect) for r in results)
+        assert all(isinstance(r, StoreError) for r in results)
         store.error = None
         assert await writer.write(finish("d")) is True  # the writer keeps serving
+    finally:
+        runner.cancel()
+
+
+async def test_an_outage_while_recording_is_waited_out_not_failed() -> None:
+    """MongoDB restarting: the batch is written again with backoff until it goes through."""
+    store = WriterStore(AutoReconnect("connection closed"))
+    writer = ResultWriter(store)  # type: ignore[arg-type]
+    runner = asyncio.create_task(writer.run())
+    try:
+        writing = asyncio.gather(*(writer.write(finish(s)) for s in "abc"))
+        await asyncio.sleep(0.3)
+        assert not writing.done() and len(store.batches) >= 1
+        store.error = None
+        assert await asyncio.wait_for(writing, 5) == [True, True, True]
     finally:
         runner.cancel()
