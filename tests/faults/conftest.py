@@ -10,3 +10,4 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.distributed import amqp_url, mongo_url, settings  # noqa: F401
+from tests.support.fault_table import fault_table, pytest_terminal_summary  # noqa: F401
