@@ -27,6 +27,7 @@ started just before the restart has claimed itself), then rebuilds the job from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,15 +35,16 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.planner_effects import EVENT_FLUSH_S, EffectRunner
 from services.planner_intake import Accepted, Intake, plan_of
 from services.planner_lease import await_lease, keep_lease
+from services.planner_publish import PatientBroker
 from services.planner_writer import OrderedWriter
 from shared.constants import HEADER_KIND
 from shared.distributed_errors import MessageError
@@ -56,19 +58,24 @@ from shared.messages import (
     parse_job_message,
     parse_notices,
 )
+from shared.outages import Streak, backoff_s, short, transient
 from shared.planner.book import JobBook, StoredStep
 from shared.planner.effects import Publish
 from shared.settings import Settings
 from shared.states import ErrorKind, JobState, StepState
 from shared.store import Store
+from shared.store.lease import Fence, LeaseLost
 from shared.transport import Broker
-from shared.transport.settle import Reject, settle
+from shared.transport.settle import HandBack, Reject, ack_batch, settle
 
 log = logging.getLogger("theodolite.planner")
 NOTICE_BATCH = 2000
 JOB_PREFETCH = 8
 RESTORE_MARGIN_S = 0.5
+PATIENT_MAX_S = 10.0
+"""Longest pause between tries of a job message's handling during an outage."""
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+T = TypeVar("T")
 
 
 class Planner:
@@ -89,46 +96,84 @@ class Planner:
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until this planner holds the lease (``services/planner_lease.py``), then
         serve until ``stop`` is set and drain: stop consuming, finish what was delivered, give
-        the lease up. Raises :class:`LeaseLost` if the lease is lost while serving."""
+        the lease up. A planner that loses its lease while serving (MongoDB unreachable for
+        longer than the lease, or taken over) stops acting at once and stands by again with
+        nothing in memory; its unacknowledged messages go back to their queues."""
         intake = Intake(self.plugin_dirs, self.settings.validation_timeout_s)
         name = self.settings.namespace
         try:
-            async with self.store, self.broker:
+            async with self.store:
                 await self.store.ensure_indexes()
-                fence = await await_lease(self.store, name, self.planner_id, self.settings.lease_s, stop)
-                if fence is None:
-                    return
-                self.store.fence = fence
-                serving = asyncio.create_task(self._serve(stop, intake), name="planner-serve")
-                keeping = asyncio.create_task(keep_lease(self.store, name, self.planner_id, fence), name="planner-lease")
-                await asyncio.wait([serving, keeping], return_when=asyncio.FIRST_COMPLETED)
-                if keeping.done():  # lost: stop acting now; unacked messages return when we disconnect
-                    serving.cancel()
-                    await asyncio.gather(serving, return_exceptions=True)
-                    keeping.result()
-                keeping.cancel()
-                await asyncio.gather(keeping, return_exceptions=True)
-                serving.result()
-                self.store.fence = None
-                await self.store.release_lease(name, self.planner_id, fence)
+                while True:
+                    fence = await await_lease(self.store, name, self.planner_id, self.settings.lease_s, stop)
+                    if fence is None or await self._term(stop, intake, fence):
+                        break
+                    log.warning("planner %s lost the lease; standing by again", self.planner_id)
+                    self._forget_everything()
         finally:
             intake.close()
         log.info("planner stopped")
 
+    async def _term(self, stop: asyncio.Event, intake: Intake, fence: Fence) -> bool:
+        """Serve while holding the lease; True when stopped cleanly, False when it was lost."""
+        name = self.settings.namespace
+        self.store.fence = fence
+        self.broker = Broker(self.settings, name=self.planner_id)  # a fresh connection per term
+        try:
+            async with self.broker:
+                serving = asyncio.create_task(self._serve(stop, intake), name="planner-serve")
+                keeping = asyncio.create_task(keep_lease(self.store, name, self.planner_id, fence), name="planner-lease")
+                await asyncio.wait([serving, keeping], return_when=asyncio.FIRST_COMPLETED)
+                if keeping.done():  # lost: stop acting now; closing the connection returns unacked messages
+                    serving.cancel()
+                    await asyncio.gather(serving, return_exceptions=True)
+                    if not isinstance(keeping.exception(), LeaseLost):
+                        keeping.result()
+                    log.warning("%s", keeping.exception())
+                    return False
+                keeping.cancel()
+                await asyncio.gather(keeping, return_exceptions=True)
+                serving.result()
+        finally:
+            self.store.fence = None
+        await self.store.release_lease(name, self.planner_id, fence)
+        return True
+
+    def _forget_everything(self) -> None:
+        """After a lost lease: the next holder restores every job from MongoDB, and so will we."""
+        for task in self._jobs_in_flight:
+            task.cancel()
+        self._jobs_in_flight.clear()
+        self._validating.clear()
+        self._cancel_after.clear()
+        self._notices = asyncio.Queue()
+        self.book = JobBook(lease_s=self.settings.lease_s)
+        self.effects = None
+        self._reconcile_from = None
+
+    _stopping: asyncio.Event | None = None
+    """The ``stop`` of the running ``_serve``: outages are waited out until it is set."""
+    _reconcile_from: float | None = None
+    """Start of a scan for unreported finished steps that failed (an outage): done again."""
+    _lease_grace_until = 0.0
+    """No expired lease is re-queued before this: after MongoDB was away (or this planner
+    started), live workers get a lease period to renew the leases they could not renew."""
+
     async def _serve(self, stop: asyncio.Event, intake: Intake) -> None:
-        runner = EffectRunner(self.book, self.store, self.broker, OrderedWriter(lambda m: runner.write_marks(m),
-                                                                                 backlog=self.settings.write_backlog), self.planner_id)
+        """Consume and carry out until ``stop``, then drain. Outages do not end it: the broker
+        reconnects by itself (and subscribes again, :meth:`_subscribe`), publishes wait for it
+        and are retried (:class:`PatientBroker`), MongoDB reads and writes are retried."""
+        self._stopping = stop
+        self._lease_grace_until = time.time() + self.settings.lease_s
+        patient = PatientBroker(self.broker, stop, stopping_timeout_s=self.settings.drain_timeout_s)
+        runner = EffectRunner(self.book, self.store, patient, OrderedWriter(lambda m: runner.write_marks(m),
+                                                                            backlog=self.settings.write_backlog), self.planner_id)
         self.effects = runner
         writer = asyncio.create_task(runner.writer.run(), name="planner-writes")
+        loops: list[asyncio.Task[None]] = []
         try:
-            await self.restore(await self.store.active_job_ids())
-            names = self.broker.names
-            jobs_channel = await self.broker.channel(prefetch=JOB_PREFETCH)
-            notices_channel = await self.broker.channel(prefetch=self.settings.planner_prefetch)
-            dead_channel = await self.broker.channel(prefetch=50)
-            await self.broker.consume(notices_channel, names.notices_queue, self._notices.put)
-            await self.broker.consume(jobs_channel, names.jobs_queue, lambda m: self._spawn_job(m, intake))
-            await self.broker.consume(dead_channel, names.dead_queue, self._on_dead_letter)
+            await self.restore(await self._patiently(self.store.active_job_ids, "reading the unfinished jobs"))
+            await self.broker.subscribe(lambda: self._subscribe(intake))
             loops = [
                 asyncio.create_task(self._notice_loop(), name="planner-notices"),
                 asyncio.create_task(self._tick_loop(), name="planner-tick"),
@@ -136,25 +181,55 @@ class Planner:
                 writer,
             ]
             log.info("planner %s ready (namespace %s, %d active jobs)", self.planner_id, self.settings.namespace, len(self.book))
-            lost = asyncio.create_task(self.broker.lost.wait())
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait([lost, stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
             for loop in loops:
                 if loop.done() and not loop.cancelled() and loop.exception() is not None:
                     raise loop.exception()  # type: ignore[misc]
-            if lost.done() and not stopped.done():
-                raise ConnectionError("lost the RabbitMQ connection")
             log.info("planner draining")
             await self.broker.stop_consuming()
             await self._drain()
             await runner.writer.flush()
             await runner.flush_events()
-            for task in [*loops, lost, stopped]:
-                task.cancel()
-            await asyncio.gather(*loops, lost, stopped, return_exceptions=True)
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await self.broker.stop_consuming()  # also when cancelled (the lease lost): no consumer comes back
+            for task in [*loops, writer]:
+                task.cancel()
+            await asyncio.gather(*loops, writer, return_exceptions=True)
+
+    async def _subscribe(self, intake: Intake) -> None:
+        """The planner's channels and consumers on the current connection (again after every
+        reconnect). Deliveries of a lost connection still being handled are finished; their
+        acks are skipped and RabbitMQ's copies are recognised (applied notices, known jobs)."""
+        names = self.broker.names
+        jobs_channel = await self.broker.channel(prefetch=JOB_PREFETCH)
+        notices_channel = await self.broker.channel(prefetch=self.settings.planner_prefetch)
+        dead_channel = await self.broker.channel(prefetch=50)
+        await self.broker.consume(notices_channel, names.notices_queue, self._notices.put)
+        await self.broker.consume(jobs_channel, names.jobs_queue, lambda m: self._spawn_job(m, intake))
+        await self.broker.consume(dead_channel, names.dead_queue, self._on_dead_letter)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """``call()`` until it succeeds: an outage of MongoDB or RabbitMQ is waited out with
+        backoff while the planner serves (one log line when it starts, one when it ends). Once
+        the planner stops, :class:`HandBack` (the message goes back to its queue)."""
+        streak = Streak(log, what)
+        while True:
+            try:
+                result = await call()
+            except Exception as error:
+                if not transient(error):
+                    raise
+                if self._stopping is None or self._stopping.is_set():
+                    raise HandBack(f"{what}: {short(error)}") from error
+                delay = backoff_s(streak.failures + 1, max_s=PATIENT_MAX_S)
+                streak.failed(error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            streak.succeeded()
+            return result
 
     async def _drain(self) -> None:
         """Apply every notice and job message already delivered to us, then return."""
@@ -176,6 +251,8 @@ class Planner:
         task.add_done_callback(self._jobs_in_flight.discard)
 
     async def _handle_job_message(self, message: AbstractIncomingMessage, intake: Intake) -> None:
+        """A store outage while handling it is waited out (the message held, unacked), never
+        a reason to dead-letter it; at shutdown it is handed back."""
         async with settle(message):
             try:
                 job_message = parse_job_message(message.body, self.settings.max_message_bytes)
@@ -183,9 +260,9 @@ class Planner:
                 await self._record_rejection(message, problem.reason)
                 raise Reject(problem.reason) from None
             if isinstance(job_message, JobCancel):
-                await self.cancel(job_message.job_id)
+                await self._patiently(lambda: self.cancel(job_message.job_id), f"cancelling job {job_message.job_id}")
             else:
-                await self.submit(job_message, intake)
+                await self._patiently(lambda: self.submit(job_message, intake), f"handling the submission of job {job_message.job_id}")
 
     async def submit(self, submission: JobSubmission, intake: Intake) -> None:
         job_id, runner = submission.job_id, self._run()
@@ -236,7 +313,7 @@ class Planner:
         """Rebuild unfinished jobs from MongoDB (a restarted planner, a redelivered submission)."""
         runner, records = self._run(), {}
         for job_id in job_ids:
-            record = await self.store.load_job(job_id)
+            record = await self._patiently(lambda job_id=job_id: self.store.load_job(job_id), f"reading job {job_id}")  # type: ignore[misc]
             if record is None or job_id in self.book:
                 continue
             records[job_id] = record
@@ -247,7 +324,8 @@ class Planner:
         await asyncio.sleep(self.settings.claim_after_s + RESTORE_MARGIN_S)  # steps started before now have claimed
         for job_id, record in records.items():
             try:
-                steps = await self.store.step_records(job_id)
+                steps = await self._patiently(lambda job_id=job_id: self.store.step_records(job_id),  # type: ignore[misc]
+                                              f"reading the steps of job {job_id}")
                 stored = {name: StoredStep(r.state, r.attempt, r.error) for name, r in steps.items()}
                 effects = self.book.restore(job_id, plan_of(record.document, fail_fast=record.fail_fast), stored, time.time(),
                                             stop=record.stop, first_error=record.error)
@@ -277,37 +355,58 @@ class Planner:
                 notices.extend(parse_notices(message.body, self.settings.max_message_bytes))
                 good.append(message)
             except MessageError as problem:
-                await self._record_rejection(message, problem.reason)
+                try:
+                    await self._record_rejection(message, problem.reason)
+                except Exception as error:  # noqa: BLE001 - the record is for people; the message goes anyway
+                    log.warning("recording a rejected notice failed: %s", short(error))
                 async with settle(message):
                     raise Reject(problem.reason)
         if notices:
             await self.apply_notices(notices)
-        if good:
-            await max(good, key=lambda m: m.delivery_tag or 0).ack(multiple=True)
+        await ack_batch(good)  # per channel; those of a lost connection are skipped (they come again)
 
     async def apply_notices(self, notices: Sequence[StepNotice]) -> None:
         await self._run().run(self.book.notices(notices, time.time()))
 
     # housekeeping -------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
+        """``tick`` every ``tick_s``; during an outage, with backoff (one line when it starts
+        failing, one when it works again)."""
+        streak = Streak(log, "planner housekeeping")
         while True:
-            await asyncio.sleep(self.settings.tick_s)
+            pause = self.settings.tick_s if not streak.failures else max(self.settings.tick_s, backoff_s(streak.failures))
+            await asyncio.sleep(pause)
             try:
                 await self.tick()
-            except Exception:
-                log.exception("planner housekeeping failed")
+            except Exception as error:
+                if transient(error):
+                    streak.failed(error)
+                    self._lease_grace_until = time.time() + self.settings.lease_s
+                else:
+                    log.exception("planner housekeeping failed")
+                continue
+            streak.succeeded()
 
     async def tick(self) -> None:
         runner, now = self._run(), time.time()
         plan = self.book.tick(now)
-        if plan.devices:
+        if plan.reconcile_since is not None:  # kept until a scan succeeds: an outage loses no window
+            self._reconcile_from = min(plan.reconcile_since, self._reconcile_from or plan.reconcile_since)
+        if plan.devices and self.broker.connected.is_set():  # no consumer counts while reconnecting
             consumers = {d: await self.broker.queue_consumers(self.broker.names.steps_queue(d)) for d in sorted(plan.devices)}
             await runner.run(self.book.presence(consumers, time.time()))
-        if plan.scan_leases:
-            for doc in await self.store.expired_leases(self.book.job_ids(), now):
+        if plan.scan_leases and time.time() >= self._lease_grace_until:
+            began = time.monotonic()
+            expired = await self.store.expired_leases(self.book.job_ids(), now)
+            if time.monotonic() - began > self.settings.lease_s / 3:  # the read waited out an outage: so did the renewals
+                self._lease_grace_until, expired = time.time() + self.settings.lease_s, []
+            for doc in expired:
                 await runner.run(self.book.lease_expired(doc["job"], doc["step"], int(doc["attempt"]), doc.get("worker"), time.time()))
-        if plan.reconcile_since is not None:
-            missing = [_notice_of(doc) for doc in await self.store.finished_since(self.book.job_ids(), plan.reconcile_since)]
+        if self._reconcile_from is not None:
+            job_ids = self.book.job_ids()
+            docs = await self.store.finished_since(job_ids, self._reconcile_from) if job_ids else []
+            self._reconcile_from = None
+            missing = [_notice_of(doc) for doc in docs]
             if missing:
                 await runner.run(self.book.notices(missing, time.time()))
 

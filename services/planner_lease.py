@@ -4,9 +4,9 @@ Several planners may run per namespace (``theodolite up --planners 2``, two repl
 Kubernetes); the one holding the lease (``shared/store/lease.py``) acts, the others stand by
 and poll. The lease lives ``lease_s / 2`` and is renewed every third of that, so a standby
 takes over within about ``0.55 × lease_s`` of the holder's death (``THEODOLITE_LEASE_S``).
-A holder that cannot renew in time stops acting before its lease can expire: its process
-exits (code 1) so that its supervisor restarts it as a standby with nothing in memory, and
-its unacknowledged messages go back to their queues for the new holder.
+A holder that cannot renew in time (MongoDB unreachable, or another planner took over) stops
+acting before its lease can expire, closes its broker connection (its unacknowledged
+messages go back to their queues for the new holder), forgets every job and stands by again.
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ def lease_ttl(lease_s: float) -> float:
 
 async def await_lease(store: Store, name: str, holder: str, lease_s: float, stop: asyncio.Event) -> Fence | None:
     """Stand by until this planner holds the lease (None if ``stop`` is set first)."""
-    ttl, announced = lease_ttl(lease_s), None
+    ttl, announced, unreachable = lease_ttl(lease_s), None, False
     while not stop.is_set():
         try:
             fence = await store.acquire_lease(name, holder, ttl, time.time())
+            unreachable = False
         except Exception as error:  # noqa: BLE001 - MongoDB away: keep standing by
-            log.warning("planner %s: cannot reach the lease (%r); retrying", holder, error)
-            fence = None
+            if not unreachable:
+                log.warning("planner %s: cannot reach the lease (%r); retrying until MongoDB answers", holder, error)
+            unreachable, fence = True, None
         if fence is not None:
             log.info("planner %s holds the lease of namespace %s (token %d)", holder, name, fence.token)
             return fence

@@ -41,7 +41,7 @@ def test_the_standby_planner_takes_over_when_the_active_one_is_killed(settings: 
     logs = tmp_path / "logs"
     with LocalCluster(settings, {"cpu": 1}, plugin_dirs=[TEST_PLUGINS], start_mongo=False, log_dir=logs) as cluster:
         cluster.wait_ready(60)
-        standby = cluster._spawn("planner-standby", ["planner"])  # a second replica of the planner
+        standby = cluster.start_planner(1)  # a second replica of the planner
 
         async def scenario() -> tuple[dict, float, str, str]:
             async with Client(settings) as client:
@@ -68,4 +68,4 @@ def test_the_standby_planner_takes_over_when_the_active_one_is_killed(settings: 
     assert result["status"] == "succeeded" and result["steps"]["s11"]["outputs"] == {"value": 12}
     executions = (tmp_path / "executions.log").read_text().split()
     assert sorted(executions) == sorted(f"s{i}" for i in range(12)), f"a step ran twice or not at all: {executions}"
-    assert "standing by" in (logs / "planner-standby.log").read_text()
+    assert "standing by" in (logs / f"{standby.name}.log").read_text()
