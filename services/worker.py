@@ -14,8 +14,10 @@ Per delivery (see docs/distributed.md, "Delivery semantics"), for each step it c
      step is claimed first (running, with a lease); a claim that fails means the step finished
      or moved to a newer attempt, so it is not run (as in 1);
    * otherwise, the fast path: no MongoDB round trip before running;
-3. upstream outputs are read (cached when this worker produced them) and the task runs in a
-   thread pool — never on the event loop, so AMQP heartbeats and lease renewals keep flowing;
+3. upstream outputs are read (cached when this worker produced them) and the task runs in one
+   of the worker's execution slots (a child process by default, a thread for tasks that ask
+   for it: shared/execution/isolation.py) — never on the event loop, so AMQP heartbeats and
+   lease renewals keep flowing;
 4. the outcome is written with an upserting compare-and-set (unfinished at an attempt no newer
    than ours) — one result; outcomes finishing together are written in one round trip;
 
@@ -152,7 +154,7 @@ class Worker:
                 # steps carry on, and their notices go out once it is back).
                 self.broker.on_lost(self._on_broker_lost)
                 await self.broker.subscribe(self._subscribe)
-                # One handler per delivery we may hold; the thread pool bounds execution to
+                # One handler per delivery we may hold; the execution slots bound execution to
                 # ``concurrency``, so result writes and notices overlap with running steps.
                 runners = [asyncio.create_task(self._run_loop(), name=f"worker-handler-{i}") for i in range(max(self.prefetch, self.concurrency))]
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
