@@ -161,6 +161,8 @@ class ChildProcess:
             life_r.close()
         self.conn: Connection = ours
         self._lifeline: Connection = life_w
+        self._closing = threading.Lock()
+        """Pipes may be closed by the thread running a step and by the pool's close at once."""
         self.pid = self.process.pid
         self._poller = select.poll() if hasattr(select, "poll") else None
         if self._poller is not None:  # one poll set per child: cheaper than a selector per wait
@@ -251,8 +253,12 @@ class ChildProcess:
         self.kill()
 
     def close_pipes(self) -> None:
-        self.conn.close()
-        self._lifeline.close()
+        """Close our ends of the child's pipes, once (safe from two threads at once)."""
+        with self._closing:
+            for end in (self.conn, self._lifeline):
+                if not end.closed:
+                    with contextlib.suppress(OSError):
+                        end.close()
 
 
 class Slot:
