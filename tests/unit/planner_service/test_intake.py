@@ -12,21 +12,9 @@ import pytest
 import services.planner_intake as intake_module
 from services.planner_intake import Accepted, Intake, Rejected, plan_of
 from shared.messages import JobSubmission
+from tests.integration.documents import DIAMOND
 
 PLUGINS = Path(__file__).resolve().parents[2] / "integration" / "testplugins"
-DIAMOND = """
-parameters:
-  x: 3
-graph:
-  top:
-    plus: [$x, 1]
-  left:
-    plus: [$top, 10]
-  right:
-    plus: [$top, 100]
-  bottom:
-    plus: [$left, $right]
-"""
 
 
 def _chain(length: int) -> str:
