@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 JOB_SUBMIT_KEY = "job.submit"
 JOB_CANCEL_KEY = "job.cancel"
+JOB_RESUME_KEY = "job.resume"
 NOTICE_KEY = "step.done"
+PROGRESS_KEY = "step.progress"
 HEADER_KIND = "x-theodolite-kind"
 CONTENT_TYPE = "application/json"
 
@@ -65,12 +67,34 @@ class Names:
         return self._n("dead")
 
 
-def job_event_key(job_id: str, state: str) -> str:
-    return f"job.{job_id}.{state}"
+# Routing keys of the events exchange: ``<scope>.<id>.<type>``, where the event type is
+# always two words (``step.failed``, ``worker.heartbeat``). So ``job.<job id>.#`` is one job,
+# ``*.*.step.failed`` one kind everywhere, ``worker.gpu.#`` one device's workers, ``#`` all
+# (docs/events.md).
 
 
-def step_event_key(job_id: str) -> str:
-    return f"steps.{job_id}"
+def key_word(value: str) -> str:
+    """``value`` as one word of a routing key (dots would split it; device labels may have them)."""
+    return value.replace(".", "_") or "_"
+
+
+def job_event_key(job_id: str, event_type: str) -> str:
+    """Every event of a job: ``job.<job id>.job.running``, ``job.<job id>.step.succeeded``, ..."""
+    return f"job.{key_word(job_id)}.{event_type}"
+
+
+def worker_event_key(device: str, event_type: str) -> str:
+    """A worker's presence: ``worker.<device>.worker.heartbeat``."""
+    return f"worker.{key_word(device)}.{event_type}"
+
+
+def planner_event_key(planner_id: str, event_type: str) -> str:
+    """Events of the planner about no job: ``planner.<planner id>.message.rejected``."""
+    return f"planner.{key_word(planner_id)}.{event_type}"
+
+
+HISTORY_KEYS = ("job.#", "planner.#", "worker.*.worker.online", "worker.*.worker.offline")
+"""What the events history stream keeps: everything but heartbeats (liveness, stale in seconds)."""
 
 
 # MongoDB collections

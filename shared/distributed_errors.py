@@ -111,3 +111,15 @@ class JobRejected(DistributedError):
         super().__init__(f"job {job_id} rejected: " + "; ".join(problems[:5]))
         self.job_id = job_id
         self.problems = problems
+
+
+class MetricsPortUnavailable(DistributedError):
+    """Raised when a service cannot serve its metrics and health endpoints on the configured
+    address (``THEODOLITE_METRICS_HOST``, ``THEODOLITE_METRICS_PORT`` or ``--metrics-port``)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot serve metrics on {host}:{port} ({reason.lower()}); choose another port with "
+                         "--metrics-port or THEODOLITE_METRICS_PORT (0 serves none)")
+        self.host = host
+        self.port = port
+        self.reason = reason

@@ -44,6 +44,17 @@ class StepInterruptedError(TheodoliteError):
     reason: str = "interrupted"
 
 
+class StepCancelledError(StepInterruptedError):
+    """Raised when a step was still running at the end of its job's cancel grace period (its
+    child process killed, or a thread-isolated call abandoned). Never retried."""
+
+    def __init__(self, step: str, grace_s: float | None = None) -> None:
+        after = "" if grace_s is None else f" after a grace period of {grace_s:g} s"
+        super().__init__(f"step {step!r} was stopped: its job was cancelled{after}")
+        self.step = step
+        self.reason = "cancelled"
+
+
 class StepTimeoutError(StepInterruptedError):
     """Raised when a step runs longer than its task's ``timeout``."""
 

@@ -7,14 +7,19 @@ incoming body goes through :func:`parse`, which enforces the size limit and the 
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.distributed_errors import MessageError
+from shared.events import Event, EventBatch, WorkerEvent
+from shared.labels import Labels
 from shared.states import ErrorKind, StepState
+from shared.task_context import Metric
 
 SCHEMA_VERSION: Literal[1] = 1
 _NAME = r"^[A-Za-z0-9_.:-]{1,200}$"
@@ -46,16 +51,36 @@ class JobSubmission(_Message):
         "declares must be listed."))
     fail_fast: bool = True
     submitted_at: float = Field(default_factory=time.time)
+    labels: Labels = Field(default_factory=dict)
+    seed: int = Field(default_factory=lambda: secrets.randbits(63), ge=0, lt=2**63, description=(
+        "The job's seed: each step's task context gets a seed derived from it and the step name."))
+
+
+DEFAULT_CANCEL_GRACE_S = 10.0
 
 
 class JobCancel(_Message):
-    """Cancel a job: steps not started are cancelled; running steps may finish."""
+    """Cancel a job: steps not started are cancelled; running steps see ``context.cancelled()``
+    at once and are stopped after ``grace_s`` (a task that returns first keeps its result)."""
 
     kind: Literal["job.cancel"] = "job.cancel"
     job_id: JobId
+    grace_s: float = Field(default=DEFAULT_CANCEL_GRACE_S, ge=0, le=86_400)
 
 
-JobMessage = Annotated[JobSubmission | JobCancel, Field(discriminator="kind")]
+class JobResume(_Message):
+    """Run a failed or cancelled job again as its next run: its succeeded steps keep their
+    outputs; failed, skipped and cancelled steps (and ``from_steps`` with their descendants,
+    even if they succeeded) run again, with ``parameters`` replacing the stored values for
+    them."""
+
+    kind: Literal["job.resume"] = "job.resume"
+    job_id: JobId
+    from_steps: list[StepName] = Field(default_factory=list, max_length=10_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+JobMessage = Annotated[JobSubmission | JobCancel | JobResume, Field(discriminator="kind")]
 
 
 class StepDispatch(_Message):
@@ -128,14 +153,50 @@ class StepNotice(_Message):
         "queued as the next attempt, to be dispatched at this time (seconds since the epoch)."))
 
 
+class Progress(StrEnum):
+    RUNNING = "running"
+    """The worker started running the attempt (``step.running``)."""
+    TIMEOUT_WARNING = "timeout_warning"
+    """The attempt has used 80 % of its timeout (``step.timeout_warning``)."""
+    METRIC = "metric"
+    """The task logged a metric through its context (``step.metric``)."""
+
+
+class StepProgress(_Message):
+    """A worker's word about a running step attempt, for the planner, which numbers it into
+    the job's events. Nothing durable stands behind it: a lost one is a missing event."""
+
+    kind: Literal["step.progress"] = "step.progress"
+    job_id: JobId
+    step: StepName
+    attempt: int = Field(ge=1)
+    worker_id: str
+    progress: Progress
+    elapsed_s: float | None = Field(default=None, ge=0, description="With timeout_warning: seconds the attempt has run.")
+    timeout_s: float | None = Field(default=None, gt=0, description="With timeout_warning: the step's timeout.")
+    metric: Metric | None = Field(default=None, description="With metric: what the task logged.")
+    at: float = Field(default_factory=time.time)
+
+
+class ProgressBatch(_Message):
+    """The progress a worker gathered since its last flush (every 50 ms: a fan-out starts
+    thousands of steps at once)."""
+
+    kind: Literal["step.progress.batch"] = "step.progress.batch"
+    progress: list[StepProgress] = Field(min_length=1, max_length=10000)
+
+
 class NoticeBatch(_Message):
-    """The completion notices of steps a worker finished together."""
+    """The completion notices of steps a worker finished together, after the progress it
+    had not sent yet (so that a fast step's ``running`` reaches the planner before its end)."""
 
     kind: Literal["step.done.batch"] = "step.done.batch"
     notices: list[StepNotice] = Field(min_length=1, max_length=10000)
+    progress: list[StepProgress] = Field(default_factory=list, max_length=10000, description=(
+        "Progress reported before these notices, in order (applied first)."))
 
 
-NoticeMessage = Annotated[StepNotice | NoticeBatch, Field(discriminator="kind")]
+NoticeMessage = Annotated[StepNotice | NoticeBatch | StepProgress | ProgressBatch, Field(discriminator="kind")]
 
 
 class JobControl(_Message):
@@ -151,46 +212,33 @@ class JobControl(_Message):
     job_id: JobId
     claim: bool = False
     stop: Literal[StepState.SKIPPED, StepState.CANCELLED] | None = None
-
-
-class Event(_Message):
-    """A state change of a job or a step, for monitors (events exchange and stream)."""
-
-    kind: Literal["event"] = "event"
-    type: str = Field(description="job.<state> (job.rejected: the submission was invalid), step.<state>, message.rejected, ...")
-    job_id: str | None = None
-    step: str | None = None
-    state: str | None = None
-    attempt: int | None = None
-    worker_id: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
-    at: float = Field(default_factory=time.time)
-
-
-class EventBatch(_Message):
-    """Many step events of one job in one message (a 5,000-step fan-out is 5,000 events)."""
-
-    kind: Literal["event.batch"] = "event.batch"
-    job_id: str | None = None
-    events: list[Event]
+    grace_s: float | None = Field(default=None, ge=0, le=86_400, description=(
+        "With stop cancelled: running steps are stopped this many seconds after the word."))
 
 
 MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "job.submit": JobSubmission,
     "job.cancel": JobCancel,
+    "job.resume": JobResume,
     "step.dispatch": StepDispatch,
     "step.batch": StepBatch,
     "step.done": StepNotice,
     "step.done.batch": NoticeBatch,
+    "step.progress": StepProgress,
+    "step.progress.batch": ProgressBatch,
     "job.control": JobControl,
     "event": Event,
     "event.batch": EventBatch,
+    "worker.event": WorkerEvent,
 }
+EVENT_MODELS: tuple[type[BaseModel], ...] = (Event, EventBatch, WorkerEvent)
+"""Published for readers we do not know: their schemas are exported as published
+(serialization mode: every field present, see :mod:`shared.events`)."""
 
 M = TypeVar("M", bound=BaseModel)
-_job_adapter: TypeAdapter[JobSubmission | JobCancel] = TypeAdapter(JobMessage)
+_job_adapter: TypeAdapter[JobSubmission | JobCancel | JobResume] = TypeAdapter(JobMessage)
 _dispatch_adapter: TypeAdapter[StepDispatch | StepBatch] = TypeAdapter(DispatchMessage)
-_notice_adapter: TypeAdapter[StepNotice | NoticeBatch] = TypeAdapter(NoticeMessage)
+_notice_adapter: TypeAdapter[StepNotice | NoticeBatch | StepProgress | ProgressBatch] = TypeAdapter(NoticeMessage)
 
 
 def encode(message: BaseModel) -> bytes:
@@ -211,7 +259,7 @@ def parse(model: type[M], body: bytes, max_bytes: int) -> M:
         raise MessageError(_describe(error), kind=model.__name__) from error
 
 
-def parse_job_message(body: bytes, max_bytes: int) -> JobSubmission | JobCancel:
+def parse_job_message(body: bytes, max_bytes: int) -> JobSubmission | JobCancel | JobResume:
     _check_size(body, max_bytes)
     try:
         return _job_adapter.validate_json(body)
@@ -229,14 +277,29 @@ def parse_dispatches(body: bytes, max_bytes: int) -> list[StepDispatch]:
     return [message] if isinstance(message, StepDispatch) else message.dispatches()
 
 
-def parse_notices(body: bytes, max_bytes: int) -> list[StepNotice]:
-    """A completion message (one notice or a batch) as its notices."""
+def parse_reports(body: bytes, max_bytes: int) -> tuple[list[StepNotice], list[StepProgress]]:
+    """A worker's message to the planner (notices, progress, or both) as its notices and
+    its progress (the progress came first)."""
     _check_size(body, max_bytes)
     try:
         message = _notice_adapter.validate_json(body)
     except ValidationError as error:
         raise MessageError(_describe(error), kind="notice") from error
-    return [message] if isinstance(message, StepNotice) else list(message.notices)
+    match message:
+        case StepNotice():
+            return [message], []
+        case NoticeBatch():
+            return list(message.notices), list(message.progress)
+        case StepProgress():
+            return [], [message]
+        case ProgressBatch():
+            return [], list(message.progress)
+    raise MessageError(f"unexpected message {message.kind}", kind="notice")  # pragma: no cover - the union is closed
+
+
+def parse_notices(body: bytes, max_bytes: int) -> list[StepNotice]:
+    """A completion message (one notice or a batch) as its notices (progress is left out)."""
+    return parse_reports(body, max_bytes)[0]
 
 
 def _describe(error: ValidationError) -> str:
@@ -249,7 +312,8 @@ def _describe(error: ValidationError) -> str:
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every message, by kind."""
-    schemas = {kind: model.model_json_schema() for kind, model in MESSAGE_MODELS.items()}
+    schemas = {kind: model.model_json_schema(mode="serialization" if model in EVENT_MODELS else "validation")
+               for kind, model in MESSAGE_MODELS.items()}
     for kind, schema in schemas.items():
         schema.setdefault("$id", f"theodolite/{kind}/v{SCHEMA_VERSION}")
     return schemas

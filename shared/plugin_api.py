@@ -9,11 +9,15 @@ statically from source (see :mod:`shared.plugin_catalog`) without importing anyt
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.retry_policy import RetryPolicy, names_of
+from shared.task_context import CONTEXT_TYPE_NAME, TaskContext
 
 TASK_MARKER = "__theodolite_task__"
 DEFAULT_DEVICE = "cpu"
@@ -21,6 +25,7 @@ DEFAULT_DEVICE = "cpu"
 F = TypeVar("F", bound=Callable[..., Any])
 
 OutputsArg = str | Mapping[str, str] | Sequence[str | Mapping[str, str]] | None
+RetryOn = type[BaseException] | str | Sequence[type[BaseException] | str]
 
 
 class Isolation(StrEnum):
@@ -55,13 +60,22 @@ class TaskSpec(BaseModel):
     function: str = ""
     outputs: OutputSpec = OutputSpec()
     device: str = DEFAULT_DEVICE
-    retries: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_on: tuple[str, ...] = ()
+    """Exception type names a failure must have (its type or a base type) to be retried; empty:
+    any exception. Timeouts, crashes and memory limits are retried whatever it says."""
+    backoff_s: float = Field(default=1.0, ge=0, le=86_400)
+    """Seconds before the first retry; doubled for each later one (±25 % jitter)."""
+    max_backoff_s: float = Field(default=60.0, ge=0, le=86_400)
     timeout_s: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, gt=0)
     """Address space the task may map beyond its child process's own (``RLIMIT_AS``); None: the
     worker's default (``THEODOLITE_MEMORY_MB``), or no limit. Process isolation only."""
     isolation: Isolation | None = None
     """None: the runner's or worker's default (``THEODOLITE_ISOLATION``, ``process`` unless set)."""
+    context_arg: str | None = None
+    """The parameter annotated with :class:`~shared.task_context.TaskContext`, if any: passed by
+    the engine, never a document input."""
 
     @field_validator("device")
     @classmethod
@@ -70,9 +84,20 @@ class TaskSpec(BaseModel):
             raise ValueError(f"device label must be a non-empty word, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> TaskSpec:
+        if self.max_backoff_s < self.backoff_s:
+            raise ValueError(f"max_backoff_s ({self.max_backoff_s:g}) is below backoff_s ({self.backoff_s:g})")
+        return self
+
     @property
     def coordinate(self) -> str:
         return f"{self.module}.{self.function}"
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.retries, backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s,
+                           retry_on=self.retry_on)
 
 
 def normalize_outputs(outputs: OutputsArg) -> OutputSpec:
@@ -114,6 +139,9 @@ def task(
     outputs: OutputsArg = None,
     device: str = DEFAULT_DEVICE,
     retries: int = 0,
+    retry_on: RetryOn = (),
+    backoff_s: float = 1.0,
+    max_backoff_s: float = 60.0,
     timeout: float | None = None,
     memory_mb: int | None = None,
     isolation: str | None = None,
@@ -128,6 +156,9 @@ def task(
     outputs: OutputsArg = None,
     device: str = DEFAULT_DEVICE,
     retries: int = 0,
+    retry_on: RetryOn = (),
+    backoff_s: float = 1.0,
+    max_backoff_s: float = 60.0,
     timeout: float | None = None,
     memory_mb: int | None = None,
     isolation: str | None = None,
@@ -136,20 +167,28 @@ def task(
 
     ``name`` is the short name documents use (default: the function name); ``outputs``
     names the return value(s); ``device`` routes the step to workers of that type;
-    ``retries`` re-runs a failed step that many extra times; ``timeout`` (seconds) fails a
+    ``retries`` re-runs a failed step that many extra times, the first after ``backoff_s``
+    (1 s), then doubling up to ``max_backoff_s`` (60 s), ±25 % jitter, holding no worker slot
+    while it waits; ``retry_on`` (exception types or their names) limits retries to those
+    failures (timeouts and crashes are always retried); ``timeout`` (seconds) fails a
     step that runs longer (a warning at 80 %, the task's process killed at 100 %);
     ``memory_mb`` fails a step whose task maps more memory than that (process isolation);
-    ``isolation`` is ``"process"`` or ``"thread"`` (default: the runner's or worker's).
+    ``isolation`` is ``"process"`` or ``"thread"`` (default: the runner's or worker's). A
+    parameter annotated with :class:`~shared.task_context.TaskContext` receives the task context.
     """
 
     def mark(func: F) -> F:
         spec = TaskSpec(
+            context_arg=context_parameter(func),
             name=name or func.__name__,
             module=func.__module__,
             function=func.__name__,
             outputs=normalize_outputs(outputs),
             device=device,
             retries=retries,
+            retry_on=names_of((retry_on,) if isinstance(retry_on, (str, type)) else retry_on),
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
             timeout_s=timeout,
             memory_mb=memory_mb,
             isolation=isolation,
@@ -170,3 +209,23 @@ def spec_of(obj: object) -> TaskSpec | None:
     """The task spec of a decorated function, or None for anything else."""
     spec = getattr(obj, TASK_MARKER, None)
     return spec if isinstance(spec, TaskSpec) else None
+
+
+def is_context_annotation(annotation: object) -> bool:
+    """``TaskContext`` (or ``TaskContext | None``) as a class, or as a name (``"TaskContext"``,
+    ``"plugins.TaskContext | None"``: what ``from __future__ import annotations`` leaves)."""
+    if annotation is TaskContext or annotation == TaskContext | None:
+        return True
+    if not isinstance(annotation, str):
+        return False
+    parts = {part.strip().strip("'\"").rpartition(".")[2] for part in annotation.strip("'\"").split("|")} - {"None"}
+    return parts == {CONTEXT_TYPE_NAME}
+
+
+def context_parameter(func: Callable[..., Any]) -> str | None:
+    """The name of ``func``'s parameter annotated with the task context, if any."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    return next((p.name for p in parameters if is_context_annotation(p.annotation)), None)

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from shared.plugin_api import OutputSpec, TaskSpec, normalize_outputs
+from shared.task_context import CONTEXT_TYPE_NAME
 
 DECORATOR_NAMES = frozenset({"task", "register"})
 ANNOTATION_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
@@ -275,7 +276,10 @@ def _task_from_function(
         if call is not None:
             for keyword in call.keywords:
                 try:
-                    options[keyword.arg or ""] = ast.literal_eval(keyword.value)
+                    if keyword.arg == "retry_on":
+                        options["retry_on"] = _exception_names(keyword.value)
+                    else:
+                        options[keyword.arg or ""] = ast.literal_eval(keyword.value)
                 except ValueError:
                     return (
                         f"{module}.{node.name}: @task({keyword.arg}=...) must be a literal "
@@ -289,15 +293,35 @@ def _task_from_function(
                 outputs=normalize_outputs(options.get("outputs")),  # type: ignore[arg-type]
                 device=str(options.get("device", "cpu")),
                 retries=options.get("retries", 0),
+                retry_on=options.get("retry_on", ()),
+                backoff_s=options.get("backoff_s", 1.0),
+                max_backoff_s=options.get("max_backoff_s", 60.0),
                 timeout_s=options.get("timeout"),
                 memory_mb=options.get("memory_mb"),
                 isolation=options.get("isolation"),
             )
         except (ValidationError, ValueError, TypeError) as error:
             return f"{module}.{node.name}: bad @task options ({file}:{node.lineno}): {error}"
-        inputs, varargs, varkw = _signature(node.args)
+        inputs, varargs, varkw, context_arg = _signature(node.args)
+        if context_arg is not None:
+            spec = spec.model_copy(update={"context_arg": context_arg})
         return CatalogTask(spec, inputs, varargs, varkw, file, node.lineno)
     return None
+
+
+def _exception_names(node: ast.expr) -> tuple[str, ...]:
+    """``retry_on=`` as written: exception classes (``ValueError``, ``errors.Busy``) or their
+    names as strings, alone or in a tuple or list; read by name, never imported."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List)) else [node]
+    names: list[str] = []
+    for item in items:
+        if isinstance(item, ast.Constant) and isinstance(item.value, str):
+            names.append(item.value)
+        elif (name := _decorator_name(item)) is not None:
+            names.append(name)
+        else:
+            raise ValueError("retry_on names exception classes")
+    return tuple(names)
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -308,16 +332,32 @@ def _decorator_name(node: ast.expr) -> str | None:
     return None
 
 
-def _signature(args: ast.arguments) -> tuple[tuple[InputDef, ...], bool, bool]:
+def _signature(args: ast.arguments) -> tuple[tuple[InputDef, ...], bool, bool, str | None]:
+    """The document inputs (every parameter but the task context's), ``*args``, ``**kwargs``,
+    and the task context's parameter name."""
     positional = [*args.posonlyargs, *args.args]
     defaults_start = len(positional) - len(args.defaults)
+    context = next((arg.arg for arg in [*positional, *args.kwonlyargs] if _is_context(arg.annotation)), None)
     inputs = [
         InputDef(arg.arg, _annotation_type(arg.annotation), index < defaults_start)
-        for index, arg in enumerate(positional)
+        for index, arg in enumerate(positional) if arg.arg != context
     ]
     for arg, default in zip(args.kwonlyargs, args.kw_defaults):
-        inputs.append(InputDef(arg.arg, _annotation_type(arg.annotation), default is None))
-    return tuple(inputs), args.vararg is not None, args.kwarg is not None
+        if arg.arg != context:
+            inputs.append(InputDef(arg.arg, _annotation_type(arg.annotation), default is None))
+    return tuple(inputs), args.vararg is not None, args.kwarg is not None, context
+
+
+def _is_context(annotation: ast.expr | None) -> bool:
+    """Annotated ``TaskContext``, ``plugins.TaskContext``, either ``| None``, or the same as a string."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        parts = {part.strip().rpartition(".")[2] for part in annotation.value.split("|")} - {"None"}
+        return parts == {CONTEXT_TYPE_NAME}
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        sides = [annotation.left, annotation.right]
+        others = [side for side in sides if not (isinstance(side, ast.Constant) and side.value is None)]
+        return len(others) == 1 and _is_context(others[0])
+    return annotation is not None and _decorator_name(annotation) == CONTEXT_TYPE_NAME
 
 
 def _annotation_type(annotation: ast.expr | None) -> str:

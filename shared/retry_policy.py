@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RETRY_KEY = "x-retry"
 JITTER = 0.25
-NEVER_RETRIED = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StepCancelled", "CancelledError"})
-ALWAYS_RETRIED = frozenset({"StepTimeoutError", "WorkerCrash", "MemoryLimit"})
+NEVER_RETRIED = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StepCancelledError", "CancelledError"})
+ALWAYS_RETRIED = frozenset({"StepTimeoutError", "TaskCrashError", "MemoryLimitError", "StepInterruptedError"})
 """Failures of the run rather than of the task's logic: retried whatever ``retry_on`` says."""
 
 
@@ -55,6 +55,15 @@ class RetryPolicy(BaseModel):
         if error_types[0] in ALWAYS_RETRIED or not self.retry_on:
             return True
         return any(name in self.retry_on for name in error_types)
+
+    def next_delay_s(self, failed_attempt: int, error_types: Sequence[str], *, retryable: bool = True,
+                     rng: random.Random | None = None) -> float | None:
+        """Seconds until the next attempt after attempt ``failed_attempt`` failed with an error
+        of ``error_types`` (see :meth:`retries_after`), or None when the step fails for good.
+        ``retryable`` False (a ``SystemExit``, a plugin that cannot load) never retries."""
+        if not retryable or not self.retries_after(failed_attempt, error_types):
+            return None
+        return self.delay_s(failed_attempt, rng)
 
     def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before the attempt after ``failed_attempt``: ``backoff_s`` doubled

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     gets BrokerUnavailable (the planner then tries again: its effects are never dropped)."""
     store_retry_s: float = Field(default=60.0, ge=0)
     """How long a MongoDB read waits out an outage (retried with backoff) before it fails."""
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    """A worker's ``worker.heartbeat`` event period (device, slots, load: docs/events.md)."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of a service's /metrics, /healthz and /readyz (``--metrics-port``); 0 serves none.
+    Containers use 9100; ``theodolite up`` gives each of its services a free port."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics server binds: loopback by default, ``0.0.0.0`` in containers."""
 
     @field_validator("amqp_url", "mongo_url")
     @classmethod

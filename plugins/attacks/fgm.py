@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins import task
+from plugins import TaskContext, task
 
 
 @task(outputs="adversarial", device="gpu")
@@ -23,6 +23,7 @@ def fgm_attack(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     batch_size: int = 512,
+    ctx: TaskContext | None = None,
 ) -> Any:
     """Adversarial examples ``clip(x + eps * direction, clip_min, clip_max)``.
 
@@ -62,8 +63,12 @@ def fgm_attack(
     def perturb(size: float) -> np.ndarray:
         return np.clip(x + np.float32(size) * direction, clip_min, clip_max).astype(np.float32)
 
+    from plugins.models.reporting import log_attack
+
     if not minimal:
-        return adversarial_dataset(data, perturb(eps), targets)
+        x_adv = perturb(eps)
+        log_attack(ctx, model, data, x_adv, labels, targets)
+        return adversarial_dataset(data, x_adv, targets)
 
     steps = int(np.floor(float(eps) / float(eps_step) + 1e-6)) if eps_step > 0 else 0
     x_adv = x.copy()
@@ -77,4 +82,5 @@ def fgm_attack(
         predictions = np.argmax(logits_numpy(model, x_adv), axis=1)[active]
         still_failing = predictions != labels[active] if targeted else predictions == labels[active]
         active = active[still_failing]
+    log_attack(ctx, model, data, x_adv, labels, targets)
     return adversarial_dataset(data, x_adv, targets)

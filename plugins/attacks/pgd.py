@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins import task
+from plugins import TaskContext, task
 
 
 @lru_cache(maxsize=64)
@@ -51,6 +51,7 @@ def pgd_attack(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     batch_size: int = 512,
+    ctx: TaskContext | None = None,
 ) -> Any:
     """Iterated gradient steps of ``eps_step``, each projected back into the eps-ball
     around ``x`` and clipped to the data range; starts from a uniform random point of the
@@ -88,5 +89,8 @@ def pgd_attack(
                 )
             )
         )
-    x_adv = np.concatenate(chunks) if chunks else x.copy()
-    return adversarial_dataset(data, x_adv.astype(np.float32), targets)
+    from plugins.models.reporting import log_attack
+
+    x_adv = (np.concatenate(chunks) if chunks else x.copy()).astype(np.float32)
+    log_attack(ctx, model, data, x_adv, labels, targets)
+    return adversarial_dataset(data, x_adv, targets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins import task
+from plugins import TaskContext, task
 
 
 @task(outputs="model", device="gpu")
@@ -20,6 +20,7 @@ def adversarial_train_classifier(
     ratio: float = 0.5,
     clip_min: float = 0.0,
     clip_max: float = 1.0,
+    ctx: TaskContext | None = None,
 ) -> dict[str, Any]:
     """Train on a mix of clean and FGM examples.
 
@@ -30,14 +31,16 @@ def adversarial_train_classifier(
     """
     from plugins.attacks.gradients import parse_norm
     from plugins.data.arrays import features_of, labels_of
+    from plugins.models.reporting import log_training
     from plugins.models.training import fit_params
 
     if not 0.0 <= float(ratio) <= 1.0:
         raise ValueError("ratio must be in [0, 1]")
+    x, y = features_of(dataset), labels_of(dataset)
     params, history = fit_params(
         model,
-        features_of(dataset),
-        labels_of(dataset),
+        x,
+        y,
         seed=int(seed),
         epochs=int(epochs),
         batch_size=int(batch_size),
@@ -47,8 +50,10 @@ def adversarial_train_classifier(
         adversarial_ratio=float(ratio),
         clip_values=(float(clip_min), float(clip_max)),
     )
-    return {
+    trained = {
         **model,
         "params": params,
         "history": {"loss": history, "adversarial": {"eps": float(eps), "ratio": float(ratio)}},
     }
+    log_training(ctx, trained, history, x, y)
+    return trained

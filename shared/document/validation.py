@@ -48,6 +48,7 @@ from shared.document.types import (
     is_reference,
 )
 from shared.plugin_catalog import PluginCatalog, describe
+from shared.retry_policy import RetryPolicy
 
 
 @dataclass
@@ -412,6 +413,7 @@ def _build_document(graph: _Graph, params: Mapping[str, Any], artifacts: Mapping
                 device=spec.device if spec else "cpu",
                 retries=spec.retries if spec else 0,
                 timeout_s=spec.timeout_s if spec else None,
+                retry=spec.retry_policy if spec else RetryPolicy(),
             )
         steps[step_name] = Step(step_name, info.name, shape.args, shape.kwargs, graph.deps[step_name], shape.retry)
     return JobDocument(

@@ -27,10 +27,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shared import codec
+from shared.errors import MemoryLimitError
 from shared.execution import wire
-from shared.execution.invoke import error_message, format_traceback, name_outputs, retryable
+from shared.execution.capture import Capture, capturing
+from shared.execution.child_reports import ChildCancel, ChildReports
+from shared.execution.invoke import error_message, format_traceback, name_outputs, retryable, with_context
 from shared.plugin_api import OutputSpec
 from shared.plugin_registry import PluginRegistry
+from shared.retry_policy import type_names
+from shared.task_context import ContextInfo, TaskContext
 
 try:
     import resource
@@ -55,7 +60,11 @@ def serve(conn: Connection, lifeline: Connection, config: dict[str, Any]) -> Non
         # Started as a daemon (so the parent's exit terminates it); tasks may still start
         # processes of their own (joblib, multiprocessing): only the parent's flag matters.
         multiprocessing.current_process().daemon = False
+    _capture_info_logs()
     registry = PluginRegistry(list(config["plugin_dirs"]))
+    cancel = ChildCancel()
+    cancel.install()
+    send_lock = threading.Lock()
     wire.send(conn, {"ready": os.getpid()})
     while True:
         try:
@@ -64,16 +73,55 @@ def serve(conn: Connection, lifeline: Connection, config: dict[str, Any]) -> Non
             return
         if request.get("op") != "run":
             return
-        reply, reply_blobs = run_request(registry, request, blobs)
+        cancel.flag.clear()
+        reports = ChildReports(conn, send_lock, cancel)
+        with capturing() as capture:
+            with reports.flushing(capture):
+                reply, reply_blobs = run_request(registry, request, blobs, reports)
+            reply_blobs = _with_reports(reply, reply_blobs, reports, capture, request)
         try:
-            wire.send(conn, reply, reply_blobs)
+            with send_lock:
+                wire.send(conn, reply, reply_blobs)
         except (BrokenPipeError, EOFError):
             return
         except Exception as error:  # noqa: BLE001 - a reply that cannot be encoded fails the request
-            wire.send(conn, failure(error, stage="reply"))
+            with send_lock:
+                wire.send(conn, failure(error, stage="reply"))
 
 
-def run_request(registry: PluginRegistry, request: dict[str, Any], blobs: list[codec.Blob]) -> tuple[dict[str, Any], list[codec.Blob]]:
+def _capture_info_logs() -> None:
+    """Let INFO records of tasks reach the capture (:mod:`shared.execution.capture`) while the
+    stream handlers inherited from the worker keep printing only what they printed before."""
+    root = logging.getLogger()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        before = root.getEffectiveLevel()
+        for handler in root.handlers:
+            handler.setLevel(max(handler.level, before))
+        root.setLevel(logging.INFO)
+
+
+def _with_reports(reply: dict[str, Any], blobs: list[codec.Blob], reports: ChildReports, capture: Capture,
+                  request: dict[str, Any]) -> list[codec.Blob]:
+    """Add what the task printed and logged to its reply; its artifacts' blobs after the outputs'."""
+    reply["logs"] = capture.text()
+    reply["logs_dropped"] = capture.dropped_bytes
+    reply["metrics_dropped"] = reports.dropped_metrics
+    if not reply.get("ok") or not reports.artifacts:
+        return blobs
+    try:
+        artifacts = reports.encoded_artifacts(int(request["threshold_bytes"]), bool(request.get("for_storage")))
+    except BaseException as error:  # noqa: BLE001 - an artifact the codec cannot carry fails the step
+        reply.clear()
+        reply.update(failure(error, stage="encode"), logs=capture.text(), logs_dropped=capture.dropped_bytes)
+        return []
+    assert artifacts is not None
+    reply["artifacts"] = artifacts.tree
+    reply["artifact_blobs"] = len(artifacts.blobs)
+    return [*blobs, *artifacts.blobs]
+
+
+def run_request(registry: PluginRegistry, request: dict[str, Any], blobs: list[codec.Blob],
+                reports: ChildReports | None = None) -> tuple[dict[str, Any], list[codec.Blob]]:
     """One task call: its reply header and the large values the reply's tree refers to."""
     step = str(request["step"])
     try:
@@ -84,6 +132,9 @@ def run_request(registry: PluginRegistry, request: dict[str, Any], blobs: list[c
         call = wire.decode(request["call"], blobs)
         args, kwargs = list(call["args"]), dict(call["kwargs"])
         spec = OutputSpec(names=tuple(request["names"]), unpack=bool(request["unpack"]))
+        if request.get("context_arg"):
+            context = TaskContext(ContextInfo.model_validate(request["context"]), reports)
+            args, kwargs = with_context(function, str(request["context_arg"]), args, kwargs, context)
     except BaseException as error:  # noqa: BLE001 - a malformed request fails its step
         return failure(error, stage="decode", retry=False), []
     memory_mb = request.get("memory_mb")
@@ -94,7 +145,8 @@ def run_request(registry: PluginRegistry, request: dict[str, Any], blobs: list[c
         if not memory_mb:
             return failure(error), []
         reply = failure(error, replace=True)
-        reply.update(type="MemoryLimitError", message=f"memory limit {memory_mb} MB: {reply['message']}".rstrip(": "))
+        reply.update(type="MemoryLimitError", types=[cls.__name__ for cls in MemoryLimitError.__mro__ if cls is not object],
+                     message=f"memory limit {memory_mb} MB: {reply['message']}".rstrip(": "))
         return reply, []
     except BaseException as error:  # noqa: BLE001 - SystemExit in a task must not end the child
         return failure(error), []
@@ -110,7 +162,7 @@ def failure(error: BaseException, *, stage: str = "call", retry: bool | None = N
     return {
         "ok": False, "type": type(error).__name__, "message": error_message(error),
         "traceback": format_traceback(error), "retryable": retryable(error) if retry is None else retry,
-        "stage": stage, "replace": replace,
+        "stage": stage, "replace": replace, "types": type_names(error),
     }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.errors import StepInterruptedError, StepTimeoutError
+from shared.errors import StepCancelledError, StepInterruptedError, StepTimeoutError
 from shared.execution.invoke import error_message, format_traceback, retryable
+from shared.retry_policy import RetryPolicy, type_names
 from shared.states import ErrorKind
 
 
@@ -29,6 +30,12 @@ class Failure:
     interrupted: bool = False
     """The execution layer stopped the task from outside (timeout, crash, memory limit): a
     :class:`~shared.errors.StepInterruptedError`, which retry policies may treat apart."""
+    types: tuple[str, ...] = ()
+    """The exception's type name and its bases' (most derived first), for ``retry_on``."""
+
+    def retry_delay_s(self, policy: RetryPolicy, failed_attempt: int) -> float | None:
+        """Seconds until the step's next attempt under ``policy``, or None: it fails for good."""
+        return policy.next_delay_s(failed_attempt, self.types or (self.type,), retryable=self.retryable)
 
     @classmethod
     def of(cls, error: BaseException, *, retry: bool | None = None) -> Failure:
@@ -38,8 +45,9 @@ class Failure:
             message=error_message(error),
             traceback=format_traceback(error),
             kind=ErrorKind.TIMEOUT if isinstance(error, StepTimeoutError) else ErrorKind.TASK,
-            retryable=retryable(error) if retry is None else retry,
+            retryable=(retryable(error) and not isinstance(error, StepCancelledError)) if retry is None else retry,
             interrupted=isinstance(error, StepInterruptedError),
+            types=tuple(type_names(error)),
         )
 
     @classmethod
@@ -51,6 +59,7 @@ class Failure:
             message=error_message(error),
             traceback=text + (detail if detail.endswith("\n") or not detail else detail + "\n"),
             kind=ErrorKind.TIMEOUT if isinstance(error, StepTimeoutError) else ErrorKind.TASK,
-            retryable=True,
+            retryable=not isinstance(error, StepCancelledError),
             interrupted=True,
+            types=tuple(type_names(error)),
         )

@@ -11,6 +11,7 @@ included (in a runner thread they come from the task's own code, never from Ctrl
 
 from __future__ import annotations
 
+import inspect
 import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -104,3 +105,20 @@ def format_traceback(error: BaseException) -> str:
         return "".join(traceback.format_exception(error))
     except BaseException:  # noqa: BLE001 - as error_message
         return f"{type(error).__name__}: {error_message(error)}\n"
+
+
+def with_context(function: Callable[..., Any], context_arg: str | None, args: list[Any], kwargs: dict[str, Any],
+                 context: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The call's arguments with the task context put where the function declares it: in its
+    position when the call's positional arguments reach that far, else by keyword."""
+    if context_arg is None:
+        return args, kwargs
+    try:
+        names = [p.name for p in inspect.signature(function).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+    if context_arg in names and names.index(context_arg) <= len(args):
+        index = names.index(context_arg)
+        return [*args[:index], context, *args[index:]], kwargs
+    return args, {**kwargs, context_arg: context}

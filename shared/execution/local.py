@@ -25,26 +25,37 @@ import asyncio
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.document.model import JobDocument
+from shared.errors import StepCancelledError
+from shared.execution.cancellation import Cancellation
+from shared.execution.failure import Failure
 from shared.execution.invoke import error_message, format_traceback, resolve_arguments
-from shared.execution.isolation import TaskRunner
+from shared.execution.isolation import Reporting, TaskRunner
 from shared.execution.options import ExecutionOptions
 from shared.execution.result import JobResult, StepError, StepReport
+from shared.execution.retry_timers import RetryTimers
 from shared.planner.core import PlannerCore
 from shared.plugin_registry import PluginRegistry
 from shared.states import FINISHED_STEP_STATES, JobState, StepState
+from shared.task_context import ContextInfo, Metric, derive_seed
 
 DEFAULT_CONCURRENCY = max(4, os.cpu_count() or 1)
 LIVENESS_CHECK_S = 0.5
 """While it waits, how often ``run()`` checks that its runner threads are still alive."""
 JOIN_S = 5.0
 """How long ``run()`` waits for its runner threads to exit once the job has ended."""
+DEFAULT_GRACE_S = 10.0
+"""How long a cancelled job's running steps may take to stop by themselves."""
+LOCAL_WORKER = "local"
+"""The worker id a task's context says under ``theodolite run``."""
 RUNNER_STEP = "(runner)"
 """The ``step`` of an error of the runner itself that no step was running into."""
 
@@ -55,6 +66,17 @@ log = logging.getLogger("theodolite.runner")
 class StepRecord:
     state: StepState = StepState.PENDING
     attempts: int = 0
+    """Attempts started so far (a retried step: more than one)."""
+    failures: list[StepError] = field(default_factory=list)
+    """The errors of earlier attempts that were retried."""
+    retry_at: float | None = None
+    """While the step waits for its next attempt: when it is due (``time.time()``)."""
+    metrics: list[Metric] = field(default_factory=list)
+    """What the task logged with ``context.log_metric``, every attempt's."""
+    logs: dict[int, str] = field(default_factory=dict)
+    """What each attempt printed and logged (capped), by attempt number."""
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    """What the task logged with ``context.log_artifact`` (the last attempt's)."""
     started_s: float | None = None
     finished_s: float | None = None
     error: StepError | None = None
@@ -68,6 +90,9 @@ class LocalJob:
     document: JobDocument
     parameters: Mapping[str, Any]
     core: PlannerCore
+    job_id: str = ""
+    seed: int = 0
+    """The job's seed: each step's task context gets one derived from it and the step name."""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     records: dict[str, StepRecord] = field(default_factory=dict)
     first_error: StepError | None = None
@@ -106,6 +131,8 @@ class LocalExecutor:
         on_change: Callable[[str, StepState], None] | None = None,
         options: ExecutionOptions | None = None,
         runner: TaskRunner | None = None,
+        job_id: str | None = None,
+        seed: int | None = None,
     ) -> None:
         self.concurrency = max(1, concurrency)
         self.registry = registry
@@ -114,12 +141,17 @@ class LocalExecutor:
         self._given_runner = runner
         self._runner: TaskRunner | None = runner
         core = PlannerCore({name: step.dependencies for name, step in document.steps.items()}, fail_fast=fail_fast)
-        self.job = LocalJob(document, parameters, core)
+        self.job = LocalJob(document, parameters, core, job_id or f"local-{uuid.uuid4().hex[:12]}",
+                            secrets.randbits(63) if seed is None else int(seed))
         self.job.outputs.update({name: dict(values) for name, values in (artifact_values or {}).items()})
         self.job.records = {name: StepRecord() for name in document.steps}
         self._lock = threading.Lock()
         self._callback_lock = threading.Lock()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._retries = RetryTimers(self._queue.put)
+        self._cancels: dict[str, Cancellation] = {}
+        """The running steps' stop requests (see :meth:`cancel`)."""
+        self._cancel_grace_s: float | None = None
         self._finished = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._future: asyncio.Future[None] | None = None
@@ -149,6 +181,7 @@ class LocalExecutor:
             if not all(thread.is_alive() for thread in threads):  # a runner bug: never wait forever
                 self._abort(None, RuntimeError("a runner thread stopped before the job finished"), running=True)
                 break
+        self._retries.close()
         for _ in threads:
             self._queue.put(None)
         deadline = time.monotonic() + JOIN_S
@@ -197,17 +230,42 @@ class LocalExecutor:
             return None
         with self._lock:
             record.state = StepState.RUNNING
-            record.started_s = time.perf_counter()
+            record.retry_at = None
+            if record.started_s is None:
+                record.started_s = time.perf_counter()
         if self.on_change is not None:
             self._notify(name, StepState.RUNNING)
         step = job.document.steps[name]
         binding = job.document.tasks[step.task]
         runner = self._runner
         assert runner is not None
-        run = runner.run(name, binding, lambda: resolve_arguments(step, job.parameters, job.outputs),
-                         on_warning=lambda elapsed_s, timeout_s: _warn_timeout(name, elapsed_s, timeout_s))
-        record.attempts = run.attempts
+        cancel = Cancellation()
+        with self._lock:
+            self._cancels[name] = cancel
+            grace_s = self._cancel_grace_s
+        if grace_s is not None:  # cancelled while this step was being started
+            cancel.request(grace_s)
+        info = ContextInfo(job_id=job.job_id, step=name, attempt=record.attempts + 1, device=binding.device,
+                           worker_id=LOCAL_WORKER, seed=derive_seed(job.seed, name))
+        try:
+            run = runner.run(name, binding, lambda: resolve_arguments(step, job.parameters, job.outputs),
+                             on_warning=lambda elapsed_s, timeout_s: _warn_timeout(name, elapsed_s, timeout_s),
+                             reporting=Reporting(context=info, on_metric=record.metrics.append, cancel=cancel))
+        finally:
+            with self._lock:
+                self._cancels.pop(name, None)
         failure = run.failure
+        record.attempts += 1
+        record.logs[record.attempts] = run.logs
+        record.artifacts = dict(run.artifacts or {})
+        if failure is not None and failure.type == StepCancelledError.__name__:
+            self._cancelled_while_running(name, record, failure)
+            return None
+        if failure is not None:
+            delay_s = failure.retry_delay_s(job.document.retry_policy(name), record.attempts)
+            if delay_s is not None:
+                self._retry_later(name, record, failure, delay_s)
+                return None
         with self._lock:
             record.finished_s = time.perf_counter()
             if failure is None:
@@ -226,6 +284,7 @@ class LocalExecutor:
                 skipped = job.core.failed(name)
                 for skipped_name in skipped:
                     job.records[skipped_name].state = StepState.SKIPPED
+                skipped += self._stop_retries()
             job.done += 1 + len(skipped)
             finished = job.core.finished
             for ready_name in ready:
@@ -242,6 +301,66 @@ class LocalExecutor:
         for extra in ready[1:]:
             self._queue.put(extra)
         return ready[0]
+
+    # cancelling ---------------------------------------------------------------------------
+    def cancel(self, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """Cancel the job: nothing new starts; running steps see ``context.cancelled()`` at once
+        and are stopped ``grace_s`` seconds later (a task that returns before keeps its
+        result); steps not started end ``cancelled``. Called again, it may shorten the grace.
+        Thread-safe; returns at once."""
+        with self._lock:
+            self._cancel_grace_s = grace_s if self._cancel_grace_s is None else min(grace_s, self._cancel_grace_s)
+            job = self.job
+            changes = job.core.cancel()
+            changes += self._stop_retries()
+            for name in changes:
+                job.records[name].state = StepState.CANCELLED
+            job.done += len(changes)
+            running = list(self._cancels.values())
+            finished = job.core.finished
+        for cancel in running:
+            cancel.request(grace_s)
+        self._announce(changes, StepState.CANCELLED)
+        if finished:
+            self._finished.set()
+
+    def _cancelled_while_running(self, name: str, record: StepRecord, failure: Failure) -> None:
+        """A running step outlived its job's cancel grace and was stopped: it ends cancelled."""
+        with self._lock:
+            record.finished_s = time.perf_counter()
+            record.state = StepState.CANCELLED
+            record.traceback = failure.traceback
+            self.job.core.stopped(name, StepState.CANCELLED)
+            self.job.done += 1
+            finished = self.job.core.finished
+        self._notify(name, StepState.CANCELLED)
+        if finished:
+            self._finished.set()
+
+    def _retry_later(self, name: str, record: StepRecord, failure: Failure, delay_s: float) -> None:
+        """Attempt ``record.attempts`` failed and the task retries: the step waits ``delay_s``
+        on the timer thread (no runner thread held) and is queued again then."""
+        with self._lock:
+            record.state = StepState.QUEUED
+            record.failures.append(StepError(step=name, type=failure.type, message=failure.message))
+            record.retry_at = time.time() + delay_s
+            self.job.core.requeue(name)
+        policy = self.job.document.retry_policy(name)
+        log.warning("step %r attempt %d of %d failed (%s: %s); retrying in %.1f s", name, record.attempts,
+                    policy.retries + 1, failure.type, failure.message.splitlines()[0] if failure.message else "", delay_s)
+        self._notify(name, StepState.QUEUED)
+        self._retries.schedule(name, delay_s)
+
+    def _stop_retries(self) -> list[str]:
+        """Under the lock, once the job is stopping: steps waiting for a retry end now with the
+        stop state (skipped after a failure, cancelled) instead of when their delay is up."""
+        stop = self.job.core.stop_state
+        if stop is None:
+            return []
+        stopped = [name for name in self._retries.cancel_all() if self.job.core.stopped(name, stop)]
+        for name in stopped:
+            self.job.records[name].state, self.job.records[name].retry_at = stop, None
+        return stopped
 
     def _announce(self, names: list[str], state: StepState) -> None:
         if self.on_change is not None:
@@ -294,6 +413,7 @@ class LocalExecutor:
                     changes.append((step, StepState.FAILED))
                     changes += [(skipped, StepState.SKIPPED) for skipped in core.failed(step)]
                 changes += [(cancelled, StepState.CANCELLED) for cancelled in core.cancel()]
+                self._retries.cancel_all()  # their steps are queued: cancelled just below
                 queued = [step for step, state in core.states().items() if state is StepState.QUEUED]
                 changes += [(step, StepState.CANCELLED) for step in queued if core.stopped(step, StepState.CANCELLED)]
                 for step, state in changes:
@@ -313,7 +433,8 @@ class LocalExecutor:
         job = self.job
         status = JobState.FAILED if job.runner_error is not None else job.core.job_state
         steps = {name: self._report(name) for name in job.document.steps}
-        return JobResult(status=status, steps=steps, error=job.first_error)
+        return JobResult(status=status, steps=steps, error=job.first_error, seed=job.seed,
+                         metrics={name: list(record.metrics) for name, record in job.records.items() if record.metrics})
 
     def _report(self, name: str) -> StepReport:
         record = self.job.records[name]
@@ -323,6 +444,7 @@ class LocalExecutor:
         return StepReport(
             status=self.job.core.state(name).value, outputs=self.job.outputs.get(name, {}),
             task=self.job.document.steps[name].task, duration_s=duration, traceback=record.traceback,
+            attempts=record.attempts, logs=dict(record.logs), logged_artifacts=dict(record.artifacts),
         )
 
 

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, Self
 
 from shared import codec
-from shared.errors import StepInterruptedError, StepTimeoutError, TaskCrashError
+from shared.errors import StepCancelledError, StepInterruptedError, StepTimeoutError, TaskCrashError
 from shared.execution import child as child_module
 from shared.execution import wire
+from shared.execution.cancellation import Cancellation
+from shared.execution.child_reports import CANCEL_SIGNAL
 from shared.execution.options import TIMEOUT_WARNING_FRACTION
 from shared.execution.timeouts import TimeoutWarning, warn_safely
 
@@ -48,6 +50,18 @@ PRELOADED = ["shared.execution.child", "shared.execution.process_pool"]
 """Imported once by the fork server, so every child starts with numpy, BSON and the codec."""
 
 Reply = tuple[dict[str, Any], list[codec.Blob]]
+Progress = Callable[[dict[str, Any]], None]
+"""``on_progress(frame)``: a running task's report (``{"metrics": [...]}`` or ``{"logs": "..."}``)."""
+CANCEL_POLL_S = 0.1
+"""While a cancellable call runs, how often its slot looks whether a cancel was requested."""
+
+
+def report_safely(on_progress: Progress, frame: dict[str, Any]) -> None:
+    """Call a progress hook; what it raises is logged, never charged to the step."""
+    try:
+        on_progress(frame)
+    except Exception:
+        log.exception("the progress hook raised")
 
 
 def start_context(method: str | None = None) -> multiprocessing.context.BaseContext:
@@ -193,9 +207,12 @@ class ChildProcess:
         raise TaskCrashError("", f"{crash_reason(self.process.exitcode)} while starting")
 
     def call(self, step: str, header: dict[str, Any], blobs: Sequence[codec.Blob], *,
-             timeout_s: float | None = None, on_warning: TimeoutWarning | None = None) -> Reply:
-        """Send one request and wait for its reply. A timeout kills the child
-        (:class:`StepTimeoutError`); a child that dies is a :class:`TaskCrashError`."""
+             timeout_s: float | None = None, on_warning: TimeoutWarning | None = None,
+             on_progress: Progress | None = None, cancel: Cancellation | None = None) -> Reply:
+        """Send one request and wait for its reply, handing the progress frames that come
+        first to ``on_progress``. A timeout kills the child (:class:`StepTimeoutError`), so
+        does the end of a cancel's grace (:class:`StepCancelledError`; the child is told at
+        once with :data:`CANCEL_SIGNAL`); a child that dies is a :class:`TaskCrashError`."""
         started = time.monotonic()
         try:
             wire.send(self.conn, header, blobs)
@@ -203,17 +220,32 @@ class ChildProcess:
             raise self._crashed(step) from None
         warn_at = None if timeout_s is None or on_warning is None else started + timeout_s * TIMEOUT_WARNING_FRACTION
         kill_at = None if timeout_s is None else started + timeout_s
+        told = False
         while True:
-            next_at = min((t for t in (warn_at, kill_at) if t is not None), default=None)
+            if cancel is not None and not told and cancel.requested():
+                told = True
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid or 0, CANCEL_SIGNAL)
+            stop_at = cancel.stop_at if told and cancel is not None else None
+            poll_at = time.monotonic() + CANCEL_POLL_S if cancel is not None else None  # a new request may shorten the grace
+            next_at = min((t for t in (warn_at, kill_at, stop_at, poll_at) if t is not None), default=None)
             replied, exited = self._wait(None if next_at is None else max(0.0, next_at - time.monotonic()))
             if replied:
                 try:
-                    return wire.receive(self.conn)
+                    reply = wire.receive(self.conn)
                 except (EOFError, OSError):
                     raise self._crashed(step) from None
+                if "progress" not in reply[0]:
+                    return reply
+                if on_progress is not None:
+                    report_safely(on_progress, reply[0]["progress"])
+                continue
             if exited:
                 raise self._crashed(step)
             now = time.monotonic()
+            if stop_at is not None and now >= stop_at:
+                self.kill()
+                raise StepCancelledError(step)
             if warn_at is not None and now >= warn_at:
                 warn_at = None
                 assert on_warning is not None and timeout_s is not None
@@ -270,12 +302,14 @@ class Slot:
         self.child = child
 
     def call(self, step: str, header: dict[str, Any], blobs: Sequence[codec.Blob], *,
-             timeout_s: float | None = None, on_warning: TimeoutWarning | None = None) -> Reply:
+             timeout_s: float | None = None, on_warning: TimeoutWarning | None = None,
+             on_progress: Progress | None = None, cancel: Cancellation | None = None) -> Reply:
         if self.child is None or not self.child.alive:
             self.replace()
             self.child = self.pool._start_child()
         try:
-            return self.child.call(step, header, blobs, timeout_s=timeout_s, on_warning=on_warning)
+            return self.child.call(step, header, blobs, timeout_s=timeout_s, on_warning=on_warning,
+                                   on_progress=on_progress, cancel=cancel)
         except StepInterruptedError:
             self.replace()
             raise

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.task_context import Metric
+
 
 class StepError(BaseModel):
     step: str
@@ -24,6 +26,11 @@ class StepReport(BaseModel):
     task: str | None = Field(default=None, exclude=True)
     duration_s: float | None = Field(default=None, exclude=True)
     traceback: str | None = Field(default=None, exclude=True)
+    attempts: int | None = Field(default=None, exclude=True)
+    """Attempts the step ran (more than one: it was retried)."""
+    logs: dict[int, str] = Field(default_factory=dict, exclude=True)
+    """What each attempt printed and logged (capped), by attempt number."""
+    logged_artifacts: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
 
 class JobResult(BaseModel):
@@ -34,6 +41,10 @@ class JobResult(BaseModel):
     """Artifact output name -> the file it was written to."""
     artifact_payloads: dict[str, Any] = Field(default_factory=dict, exclude=True)
     """Serialised artifacts not yet written to files (a cluster's result, before the client saves them)."""
+    metrics: dict[str, list[Metric]] = Field(default_factory=dict)
+    """Step -> what its task logged with ``context.log_metric``, in order."""
+    seed: int | None = None
+    """The job's seed (each step's context seed derives from it and the step name)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -44,6 +55,10 @@ class JobResult(BaseModel):
             },
             "error": self.error.model_dump() if self.error else None,
         }
+        data["metrics"] = {step: [{"name": m.name, "value": to_jsonable(m.value), "step": m.step, "at": m.at} for m in points]
+                           for step, points in self.metrics.items()}
+        if self.seed is not None:
+            data["seed"] = self.seed
         if self.artifacts:
             data["artifacts"] = self.artifacts
         return data

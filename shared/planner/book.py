@@ -31,7 +31,16 @@ Inputs, and the effects each can produce:
 * :meth:`restoring` then :meth:`restore` a job from stored state (a restarted planner) ->
   ``ControlJob`` (claim), then ``StartJob``, ``StopSteps``, ``Publish`` (claimed),
   ``FinishJob``.
+* :meth:`started` / :meth:`timeout_warning` (or :meth:`progress`, both in a batch) a worker's
+  word about a running attempt -> ``Emit`` (``step.running``, ``step.timeout_warning``).
 * :meth:`forget` a job whose terminal state is durable.
+
+Every input's events come out numbered per job (``Event.seq``), in effect order, with a
+``ReserveSeq`` first when the job's numbers pass their reservation
+(``shared/planner/numbering.py``).
+
+Besides effects, the book keeps :attr:`JobBook.ready` (``shared/planner/readiness.py``): the
+steps it published that have not started or finished, per device, for the planner's metrics.
 
 One module on purpose, a little over our usual size: a reader follows a job through the
 book alone, and every decision reads the same per-job record.
@@ -49,7 +58,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.messages import Event, StepErrorInfo, StepNotice
+from shared.messages import DEFAULT_CANCEL_GRACE_S, Event, Progress, StepErrorInfo, StepNotice, StepProgress
 from shared.planner.core import PlannerCore
 from shared.planner.effects import (
     ControlJob,
@@ -66,6 +75,8 @@ from shared.planner.effects import (
     StartJob,
     StopSteps,
 )
+from shared.planner.numbering import EventNumbers, numbering
+from shared.planner.readiness import ReadyTracker
 from shared.states import ErrorKind, JobState, StepState
 
 MAX_BATCH = 64
@@ -121,7 +132,11 @@ class BookJob:
     retry_due: dict[str, float] = field(default_factory=dict)
     """Steps queued for a retry (MongoDB holds them as the next attempt), and when it is due."""
     stop_sent: StepState | None = None
+    cancel_grace_s: float | None = None
+    """A cancelled job's grace period for its running steps (the shortest asked for)."""
     finishing: bool = False
+    numbers: EventNumbers = field(default_factory=EventNumbers)
+    """Its event numbers (``Event.seq``) in this planner's term (``shared/planner/numbering.py``)."""
     """``FinishJob`` was given; the job stays until :meth:`JobBook.forget`."""
 
 
@@ -133,6 +148,8 @@ class JobBook:
         self._jobs: dict[str, BookJob] = {}
         self._lease_scan_at: float | None = None
         self._reconciled_at: float | None = None
+        self.ready = ReadyTracker()
+        """Steps published and not yet started or finished, per device (the planner's /metrics)."""
 
     # queries ------------------------------------------------------------------------------
     def __contains__(self, job_id: object) -> bool:
@@ -144,10 +161,15 @@ class JobBook:
     def job(self, job_id: str) -> BookJob | None:
         return self._jobs.get(job_id)
 
+    def numbers(self, job_id: str) -> EventNumbers | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.numbers
+
     def job_ids(self) -> list[str]:
         return list(self._jobs)
 
     # jobs ---------------------------------------------------------------------------------
+    @numbering
     def accept(self, job_id: str, plan: JobPlan, now: float) -> list[Effect]:
         """A validated job, already stored: start it (a duplicate changes nothing)."""
         if job_id in self._jobs:
@@ -155,22 +177,30 @@ class JobBook:
         job = self._add(job_id, plan)
         ready = job.core.start()
         effects: list[Effect] = [StartJob(job_id, now, len(plan.dependencies), _job_event(job_id, JobState.RUNNING, now, {"steps": len(plan.dependencies)}))]
-        effects += self._dispatch(job, ready)
+        effects += self._dispatch(job, ready, now)
         effects += self._maybe_finish(job, now)
         return effects
 
+    @numbering
     def reject(self, job_id: str, name: str, problems: Sequence[str], now: float) -> list[Effect]:
         event = _job_event(job_id, JobState.REJECTED, now, {"problems": list(problems), "reason": "invalid document"})
         return [RejectJob(job_id, name, tuple(problems), now, event)]
 
-    def cancel(self, job_id: str, now: float) -> list[Effect]:
+    @numbering
+    def cancel(self, job_id: str, now: float, grace_s: float = DEFAULT_CANCEL_GRACE_S) -> list[Effect]:
+        """Cancel the job: steps not dispatched end cancelled now; workers are told (with the
+        grace period their running steps get). A second cancel with a shorter grace shortens it."""
         job = self._jobs.get(job_id)
         if job is None:  # not started here: finished only if the store has it pending
             return [FinishJob(job_id, JobState.CANCELLED, now, None, _job_event(job_id, JobState.CANCELLED, now, {}))]
         if job.finishing:
             return []
+        shorter = job.cancel_grace_s is not None and grace_s < job.cancel_grace_s
+        job.cancel_grace_s = grace_s if job.cancel_grace_s is None else min(grace_s, job.cancel_grace_s)
         cancelled = job.core.cancel()
         effects: list[Effect] = self._stopped(job, cancelled, StepState.CANCELLED, now)
+        if shorter and job.stop_sent is StepState.CANCELLED:
+            effects.append(ControlJob(job.job_id, claim=job.claim, stop=StepState.CANCELLED, grace_s=job.cancel_grace_s))
         effects += self._begin_stop(job, now)
         effects += self._maybe_finish(job, now)
         return effects
@@ -178,6 +208,7 @@ class JobBook:
     def forget(self, job_id: str) -> None:
         """The job's terminal state is durable: it leaves memory."""
         self._jobs.pop(job_id, None)
+        self.ready.forget(job_id)
 
     # restart ------------------------------------------------------------------------------
     @staticmethod
@@ -186,12 +217,16 @@ class JobBook:
         (copies of its step messages may exist), keeping its stop word."""
         return [ControlJob(job_id, claim=True, stop=stop)]
 
+    @numbering
     def restore(self, job_id: str, plan: JobPlan, stored: Mapping[str, StoredStep], now: float, *,
-                stop: StepState | None = None, first_error: Mapping[str, Any] | None = None) -> list[Effect]:
-        """Rebuild a job from what MongoDB holds: the decisions the live run would have made."""
+                stop: StepState | None = None, first_error: Mapping[str, Any] | None = None,
+                event_seq: int = 0) -> list[Effect]:
+        """Rebuild a job from what MongoDB holds: the decisions the live run would have made.
+        ``event_seq``: the job's stored ``event_seq_reserved``; its events go on after it."""
         if job_id in self._jobs:
             return []
         job = self._add(job_id, plan, claim=True)
+        job.numbers = EventNumbers.after(event_seq)
         job.first_error = dict(first_error) if first_error else None
         for name, step in stored.items():
             if name not in job.devices:
@@ -214,11 +249,12 @@ class JobBook:
             effects.append(ControlJob(job_id, claim=True, stop=stop_state))
         later = {n: stored[n].retry_at for n in restored.publish if n in stored and (stored[n].retry_at or 0) > now}
         job.retry_due.update({n: at for n, at in later.items() if at is not None})
-        effects += self._dispatch(job, [n for n in restored.publish if n not in later])
+        effects += self._dispatch(job, [n for n in restored.publish if n not in later], now)
         effects += self._maybe_finish(job, now)
         return effects
 
     # reports ------------------------------------------------------------------------------
+    @numbering
     def notices(self, notices: Iterable[StepNotice], now: float) -> list[Effect]:
         """Workers' reports (duplicates and late ones change nothing)."""
         touched: dict[str, BookJob] = {}
@@ -233,9 +269,13 @@ class JobBook:
             job.waiting.discard(notice.step)
             job.unrouted.discard(notice.step)
             if notice.outcome == StepState.FAILED and notice.retry_at is not None:
+                if notice.attempt < job.attempts.get(notice.step, 1):  # known already (a report found again in MongoDB)
+                    continue
+                self.ready.finished(job.job_id, notice.step)  # this attempt is over; the retry is ready when published
                 events[job.job_id].append(self._retrying(job, notice, now))
                 continue
             outcome = StepState(notice.outcome)
+            self.ready.finished(job.job_id, notice.step)
             detail: dict[str, Any] = {"duration_s": notice.duration_s}
             if notice.error is not None:
                 detail["error"] = notice.error.model_dump(mode="json")
@@ -256,7 +296,7 @@ class JobBook:
             if stop is not None:  # released earlier in this batch than the failure, or retries: never sent
                 effects += self._stop_queued(job, [*released, *job.retry_due], stop, now)
             else:
-                effects += self._dispatch(job, released)
+                effects += self._dispatch(job, released, now)
             for state in (StepState.SKIPPED, StepState.CANCELLED):
                 effects += self._stopped(job, stopped.get((job_id, state), []), state, now, events=events[job_id])
             if events[job_id]:
@@ -265,18 +305,20 @@ class JobBook:
             effects += self._maybe_finish(job, now)
         return effects
 
+    @numbering
     def routed(self, job_id: str, steps: Sequence[str], routed: bool, now: float) -> list[Effect]:
         """The broker confirmed a ``Publish``; ``routed`` is False when no queue took it."""
         job = self._jobs.get(job_id)
         if job is None or job.finishing:
             return []
-        steps = [s for s in steps if job.core.state(s) is StepState.QUEUED]
+        steps = [s for s in steps if job.core.states().get(s) is StepState.QUEUED]  # a confirm may name steps it never had
         if routed:
             job.unrouted.difference_update(steps)
             return [_emit(job_id, [_step_event(job_id, s, StepState.QUEUED, now, attempt=job.attempts.get(s, 1)) for s in steps])] if steps else []
         job.unrouted.update(steps)
         return self._mark_waiting(job, steps, NO_QUEUE, now) + self._maybe_finish(job, now)
 
+    @numbering
     def dead_letter(self, job_id: str, step: str, attempt: int, reason: str, kind: ErrorKind, now: float, *,
                     publisher: str = "") -> list[Effect]:
         """A step message the broker dead-lettered: the step fails (recorded, even if it had
@@ -292,6 +334,11 @@ class JobBook:
         error = StepErrorInfo(type="DeadLettered", message=f"the step's message was dead-lettered ({reason}): {why}", kind=kind)
         return [record, FailStep(job_id, step, attempt, error, publisher)]
 
+    def next_due(self) -> float | None:
+        """When the earliest waiting retry is due (None: no retry waits)."""
+        return min((at for job in self._jobs.values() if not job.finishing for at in job.retry_due.values()), default=None)
+
+    @numbering
     def due(self, now: float) -> list[Effect]:
         """Publish the retries whose time has come (the step is stored queued as that attempt)."""
         effects: list[Effect] = []
@@ -300,9 +347,10 @@ class JobBook:
             for name in ready:
                 del job.retry_due[name]
             if ready and not job.finishing:
-                effects += self._dispatch(job, ready)
+                effects += self._dispatch(job, ready, now)
         return effects
 
+    @numbering
     def lease_expired(self, job_id: str, step: str, attempt: int, worker: str | None, now: float) -> list[Effect]:
         job = self._jobs.get(job_id)
         if job is None or job.finishing or step not in job.devices or job.core.state(step).finished:
@@ -311,6 +359,7 @@ class JobBook:
             return []
         return [Requeue(job_id, step, attempt, f"lease of worker {worker} expired")]
 
+    @numbering
     def requeued(self, job_id: str, step: str, attempt: int, now: float) -> list[Effect]:
         """The step is queued again as ``attempt`` in MongoDB: publish it (a retry of a step
         that was running, so allowed in a stopping job too; its worker then skips it)."""
@@ -320,7 +369,55 @@ class JobBook:
         job.attempts[step] = attempt
         job.waiting.discard(step)
         job.unrouted.discard(step)
-        return self._dispatch(job, [step])
+        self.ready.finished(job_id, step)  # the lost attempt's publish: the new one is ready from now
+        return self._dispatch(job, [step], now)
+
+    # progress -----------------------------------------------------------------------------
+    @numbering
+    def started(self, job_id: str, step: str, attempt: int, worker_id: str, now: float) -> list[Effect]:
+        """A worker started running an attempt of a step -> ``Emit`` (``step.running``). A
+        report of an attempt that is over, or of a job or step the book does not hold, is
+        dropped. Decides nothing: MongoDB has the step running only once it is claimed."""
+        event = self._progress_event(job_id, step, attempt, worker_id, Progress.RUNNING, {}, now)
+        return [_emit(job_id, [event])] if event is not None else []
+
+    @numbering
+    def timeout_warning(self, job_id: str, step: str, attempt: int, worker_id: str, elapsed_s: float, timeout_s: float,
+                        now: float) -> list[Effect]:
+        """A running attempt used 80 % of its timeout -> ``Emit`` (``step.timeout_warning``)."""
+        detail = {"elapsed_s": round(elapsed_s, 3), "timeout_s": timeout_s}
+        event = self._progress_event(job_id, step, attempt, worker_id, Progress.TIMEOUT_WARNING, detail, now)
+        return [_emit(job_id, [event])] if event is not None else []
+
+    @numbering
+    def progress(self, reports: Iterable[StepProgress], now: float) -> list[Effect]:
+        """Workers' progress reports, in order (:meth:`started`, :meth:`timeout_warning`),
+        as one ``Emit`` per job."""
+        events: dict[str, list[Event]] = defaultdict(list)
+        for report in reports:
+            detail: dict[str, Any] = {}
+            if report.progress is Progress.TIMEOUT_WARNING:
+                detail = {"elapsed_s": round(report.elapsed_s or 0.0, 3), "timeout_s": report.timeout_s}
+            elif report.progress is Progress.METRIC:
+                if report.metric is None:
+                    continue
+                detail = {"name": report.metric.name, "value": report.metric.value, "step": report.metric.step,
+                          "logged_at": report.metric.at}
+            event = self._progress_event(report.job_id, report.step, report.attempt, report.worker_id, report.progress, detail, now)
+            if event is not None:
+                events[report.job_id].append(event)
+        return [_emit(job_id, job_events) for job_id, job_events in events.items()]
+
+    def _progress_event(self, job_id: str, step: str, attempt: int, worker_id: str, progress: Progress,
+                        detail: dict[str, Any], now: float) -> Event | None:
+        job = self._jobs.get(job_id)
+        if (job is None or job.finishing or step not in job.devices
+                or job.core.state(step) not in (StepState.QUEUED, StepState.RUNNING) or attempt < job.attempts.get(step, attempt)):
+            return None
+        if progress is Progress.RUNNING:
+            self.ready.started(job_id, step)
+        return Event(type=f"step.{progress}", job_id=job_id, step=step, state=StepState.RUNNING, attempt=attempt,
+                     worker_id=worker_id, detail=detail, at=now)
 
     # housekeeping -------------------------------------------------------------------------
     def tick(self, now: float) -> TickPlan:
@@ -334,6 +431,7 @@ class JobBook:
             self._lease_scan_at = self._reconciled_at = now
         return TickPlan(devices, scan and bool(self._jobs), since if self._jobs else None)
 
+    @numbering
     def presence(self, consumers: Mapping[str, int | None], now: float) -> list[Effect]:
         """Consumers per device queue (None: the queue does not exist)."""
         effects: list[Effect] = []
@@ -347,7 +445,7 @@ class JobBook:
             for device, names in by_device.items():
                 count = consumers[device]
                 if count is not None:
-                    effects += self._dispatch(job, [n for n in names if n in job.unrouted])
+                    effects += self._dispatch(job, [n for n in names if n in job.unrouted], now)
                 if not count:
                     effects += self._mark_waiting(job, names, NO_QUEUE if count is None else NO_CONSUMER, now)
                     continue
@@ -364,15 +462,17 @@ class JobBook:
         self._jobs[job_id] = job
         return job
 
-    def _dispatch(self, job: BookJob, names: Sequence[str]) -> list[Effect]:
+    def _dispatch(self, job: BookJob, names: Sequence[str], now: float) -> list[Effect]:
         names = [n for n in names if job.core.state(n) is StepState.QUEUED]
         if not names:
             return []
         for name in names:
             job.attempts[name] = job.attempts.get(name) or 1
-        effects: list[Effect] = [Publish(job.job_id, job.devices[chunk[0]], tuple((n, job.attempts[n]) for n in chunk), job.claim)
-                                 for chunk in _batches(job.devices, names)]
-        effects.append(MarkDispatched(job.job_id, tuple(names)))
+        publishes = [Publish(job.job_id, job.devices[chunk[0]], tuple((n, job.attempts[n]) for n in chunk), job.claim)
+                     for chunk in _batches(job.devices, names)]
+        for publish in publishes:
+            self.ready.published(job.job_id, publish.names, publish.device, now)
+        effects: list[Effect] = [*publishes, MarkDispatched(job.job_id, tuple(names))]
         return effects
 
     def _mark_waiting(self, job: BookJob, names: Sequence[str], reason: str, now: float) -> list[Effect]:
@@ -401,7 +501,8 @@ class JobBook:
         if stop is None or job.stop_sent is stop:
             return []
         job.stop_sent = stop
-        effects: list[Effect] = [ControlJob(job.job_id, claim=job.claim, stop=stop)]
+        grace_s = job.cancel_grace_s if stop is StepState.CANCELLED else None
+        effects: list[Effect] = [ControlJob(job.job_id, claim=job.claim, stop=stop, grace_s=grace_s)]
         idle = [n for n in job.unrouted | job.waiting | set(job.retry_due) if job.core.state(n) is StepState.QUEUED]
         return effects + self._stop_queued(job, sorted(idle), stop, now)
 
@@ -419,6 +520,8 @@ class JobBook:
         when given, else as an effect of their own)."""
         if not names:
             return []
+        for name in names:
+            self.ready.finished(job.job_id, name)
         new_events = [_step_event(job.job_id, n, state, now) for n in names]
         if events is not None:
             events.extend(new_events)
@@ -443,6 +546,7 @@ class JobBook:
         if not job.core.finished or job.finishing:
             return []
         job.finishing = True
+        self.ready.forget(job.job_id)
         state = job.core.job_state
         detail = {"error": job.first_error} if job.first_error else {}
         return [FinishJob(job.job_id, state, now, job.first_error, _job_event(job.job_id, state, now, detail))]

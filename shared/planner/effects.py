@@ -75,6 +75,8 @@ class ControlJob:
     job_id: str
     claim: bool
     stop: StepState | None
+    grace_s: float | None = None
+    """A cancel's grace period: running steps are stopped that long after the word."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,19 @@ class Emit:
 
 
 @dataclass(frozen=True)
+class ReserveSeq:
+    """Write: the job's event numbers up to ``upto`` are this planner's
+    (``event_seq_reserved`` on the job document, fenced). No event numbered above the last
+    durable reservation is published before it, so a planner that takes over (and starts
+    after the stored reservation) never reuses a number. ``start`` is this planner's first
+    number for the job: where the stream it publishes begins."""
+
+    job_id: str
+    start: int
+    upto: int
+
+
+@dataclass(frozen=True)
 class Record:
     """Write: an event document for people (``events`` collection), e.g. waiting steps."""
 
@@ -144,4 +159,4 @@ class RejectJob:
 
 
 Effect = (Publish | StartJob | MarkDispatched | StopSteps | MarkWaiting | ControlJob | FailStep | Requeue | Emit | Record
-          | FinishJob | RejectJob)
+          | FinishJob | RejectJob | ReserveSeq)

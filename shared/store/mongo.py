@@ -3,10 +3,11 @@
 Layout (database ``THEODOLITE_DB``):
 
 * ``jobs``: one document per job (``_id`` = job id): state, the validated document
-  (zlib-compressed JSON), parameters, step names in document order, first error, and the
-  planner's ``control`` word to workers (``claim``, ``stop``: see
-  :class:`~shared.messages.JobControl`). A rejected submission is a job in state
-  ``rejected`` with its ``problems``.
+  (zlib-compressed JSON), parameters, step names in document order, first error, the
+  submitter's ``labels``, and the planner's ``control`` word to workers (``claim``, ``stop``: see
+  :class:`~shared.messages.JobControl`), and ``event_seq_reserved``: the job's event numbers
+  a planner has taken (docs/events.md). A rejected submission is a job in state ``rejected``
+  with its ``problems``.
 * ``steps``: one document per step that has *done* something (see
   :mod:`shared.store.steps`): state, attempt, device, worker, lease, error (with its
   ``kind``), and, once succeeded, its encoded outputs.
@@ -27,7 +28,7 @@ from typing import Any
 
 from bson import Binary
 from gridfs import AsyncGridFSBucket
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
 from shared import codec
@@ -39,6 +40,9 @@ from shared.resource import AsyncResource
 from shared.settings import Settings, redact_url
 from shared.states import ACTIVE_JOB_STATES, JobState, StepState
 from shared.store.lease import LeaseMixin
+from shared.store.logs import LOGS, LogsMixin
+from shared.store.queries import QueriesMixin
+from shared.store.resume import ResumeMixin
 from shared.store.steps import StepsMixin
 
 
@@ -55,9 +59,14 @@ class JobRecord:
     """Restored by a restarted planner: workers claim its steps before running them."""
     stop: StepState | None = None
     """The job is stopping: its steps not started become this state (skipped or cancelled)."""
+    event_seq_reserved: int = 0
+    """The job's event numbers taken so far (:meth:`Store.reserve_event_seq`): a planner that
+    restores the job numbers its events after it."""
+    seed: int = 0
+    """The job's seed (its steps' task contexts get seeds derived from it and their names)."""
 
 
-class Store(StepsMixin, LeaseMixin, AsyncResource):
+class Store(StepsMixin, LogsMixin, LeaseMixin, QueriesMixin, ResumeMixin, AsyncResource):
     """Owns one AsyncMongoClient (create it inside the event loop that uses it)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -107,13 +116,15 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
         await steps.create_index([("job", 1), ("state", 1)])
         await steps.create_index([("state", 1), ("lease_until", 1)])
         await self.db[JOBS].create_index([("state", 1)])
+        await self.db[JOBS].create_index([("created_at", -1)])  # theodolite jobs: newest first
         await self.db[EVENTS].create_index([("job_id", 1), ("at", 1)])
         await self.db[DISPATCHED].create_index([("job", 1)])
+        await self.db[LOGS].create_index([("job", 1), ("step", 1)])
 
     # jobs ---------------------------------------------------------------------------------
     async def insert_job(
         self, job_id: str, document: JobDocument, parameters: Mapping[str, Any], *,
-        name: str, fail_fast: bool, submitted_at: float,
+        name: str, fail_fast: bool, submitted_at: float, labels: Mapping[str, str] | None = None, seed: int = 0,
     ) -> bool:
         """Store a new job as pending; False when it exists already (a redelivered submission)."""
         encoded = codec.encode(dict(parameters), threshold_bytes=self.settings.max_inline_outputs_bytes)
@@ -121,8 +132,8 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
             "_id": job_id, "state": JobState.PENDING.value, "name": name, "fail_fast": fail_fast,
             "document": Binary(zlib.compress(document.model_dump_json().encode("utf-8"), 1)),
             "parameters": encoded.tree, "step_names": list(document.steps),
-            "submitted_at": submitted_at, "created_at": time.time(), "error": None,
-            "control": {"claim": False, "stop": None}, "fence": self.fence.token if self.fence else 0,
+            "submitted_at": submitted_at, "created_at": time.time(), "error": None, "labels": dict(labels or {}),
+            "control": {"claim": False, "stop": None}, "fence": self.fence.token if self.fence else 0, "seed": int(seed),
         }
         self._guard()
         try:
@@ -157,6 +168,7 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
             job_id=job_id, state=JobState(doc["state"]), document=document, parameters=codec.decode(doc["parameters"]),
             step_names=list(doc["step_names"]), fail_fast=bool(doc.get("fail_fast", True)), error=doc.get("error"),
             claim=bool(control.get("claim")), stop=StepState(control["stop"]) if control.get("stop") else None,
+            event_seq_reserved=int(doc.get("event_seq_reserved") or 0), seed=int(doc.get("seed") or 0),
         )
 
     async def set_job_state(self, job_id: str, expected: Sequence[JobState], state: JobState, **fields: Any) -> bool:
@@ -178,10 +190,27 @@ class Store(StepsMixin, LeaseMixin, AsyncResource):
     def _fence_set(self) -> dict[str, Any]:
         return {} if self.fence is None else {"fence": self.fence.token}
 
-    async def set_job_control(self, job_id: str, *, claim: bool, stop: StepState | None) -> None:
+    async def reserve_event_seq(self, job_id: str, upto: int) -> bool:
+        """Take the job's event numbers up to ``upto`` (``event_seq_reserved`` never goes down);
+        False when the job is gone or, fenced, a planner holding a newer lease has written it:
+        then the numbers are not ours to publish."""
+        update: dict[str, Any] = {"$max": {"event_seq_reserved": upto}}
+        if self.fence is not None:
+            update["$set"] = self._fence_set()
+        result = await self.db[JOBS].update_one({"_id": job_id, **self._fence_filter()}, update)
+        return bool(result.matched_count)
+
+    async def next_event_seq(self, job_id: str) -> int | None:
+        """Take one event number of a job this planner does not hold (a cancel of a job no
+        planner runs); None when the job is gone or fenced off."""
+        doc = await self.db[JOBS].find_one_and_update({"_id": job_id, **self._fence_filter()}, {"$inc": {"event_seq_reserved": 1}},
+                                                      projection={"event_seq_reserved": 1}, return_document=ReturnDocument.AFTER)
+        return None if doc is None else int(doc["event_seq_reserved"])
+
+    async def set_job_control(self, job_id: str, *, claim: bool, stop: StepState | None, grace_s: float | None = None) -> None:
         """The planner's word to workers that load the job from now on (see JobRecord)."""
-        await self.db[JOBS].update_one({"_id": job_id, **self._fence_filter()},
-                                       {"$set": {"control": {"claim": claim, "stop": stop.value if stop else None}, **self._fence_set()}})
+        control = {"claim": claim, "stop": stop.value if stop else None, "grace_s": grace_s}
+        await self.db[JOBS].update_one({"_id": job_id, **self._fence_filter()}, {"$set": {"control": control, **self._fence_set()}})
 
     @retried_read
     async def active_job_ids(self) -> list[str]:

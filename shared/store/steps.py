@@ -75,9 +75,19 @@ class Finish:
     outputs: codec.Encoded | None = None
     error: Mapping[str, Any] | None = None
     duration_s: float = 0.0
+    cancelled: bool = False
+    """The task was stopped at the end of its job's cancel grace: stored ``cancelled``, with the error."""
+    metrics: Sequence[Mapping[str, Any]] = ()
+    """What the task logged with ``context.log_metric`` (``metrics``: the last attempt's, and each
+    retried attempt's in its ``attempts`` entry)."""
+    artifacts: codec.Encoded | None = None
+    """What the task logged with ``context.log_artifact`` (``logged_artifacts``, stored like outputs)."""
     retry_at: float | None = None
     """A failed attempt that will be retried: the step is stored queued as the next attempt,
-    due at this time, with this attempt's error kept; the planner dispatches it then."""
+    due at this time, with this attempt's error kept, and the attempt is added to the step's
+    history ``attempts`` (a mapping ``"1": {attempt, worker, error, finished_at, duration_s}``;
+    keyed rather than pushed, so a write applied twice records it once); the planner
+    dispatches the next attempt then."""
 
 
 _RECORD_FIELDS = {"step": 1, "state": 1, "attempt": 1, "device": 1, "worker": 1, "error": 1, "retry_at": 1}
@@ -143,7 +153,8 @@ class StepsMixin(ValuesMixin):
         found = await self.db[STEPS].find_one_and_update(
             {"_id": step_id(job_id, step), "attempt": attempt,
              "state": {"$in": [StepState.QUEUED.value, StepState.WAITING.value, StepState.RUNNING.value]}},
-            {"$set": {"state": StepState.QUEUED.value, "queued_at": time.time(), "requeue_reason": reason, "lease_until": None},
+            {"$set": {"state": StepState.QUEUED.value, "queued_at": time.time(), "requeue_reason": reason, "lease_until": None,
+                      "retry_at": None},
              "$inc": {"attempt": 1}},
             projection={"attempt": 1}, return_document=ReturnDocument.AFTER,
         )
@@ -182,12 +193,13 @@ class StepsMixin(ValuesMixin):
 
     @retried_read
     async def finished_since(self, job_ids: Iterable[str], since: float) -> list[dict[str, Any]]:
-        """Steps finished since ``since`` (to catch a worker's report that never arrived)."""
-        cursor = self.db[STEPS].find(
-            {"job": {"$in": list(job_ids)}, "state": {"$in": [s.value for s in FINISHED_STEP_STATES]}, "finished_at": {"$gte": since}},
-            {"job": 1, "step": 1, "attempt": 1, "state": 1, "worker": 1, "error": 1},
-        )
-        return [doc async for doc in cursor]
+        """Steps finished since ``since``, and failed attempts stored since then as queued for
+        their retry (to catch a worker's report that never arrived)."""
+        jobs, fields = {"$in": list(job_ids)}, {"job": 1, "step": 1, "attempt": 1, "state": 1, "worker": 1, "error": 1, "retry_at": 1}
+        finished = self.db[STEPS].find({"job": jobs, "state": {"$in": [s.value for s in FINISHED_STEP_STATES]},
+                                        "finished_at": {"$gte": since}}, fields)
+        retried = self.db[STEPS].find({"job": jobs, "state": StepState.QUEUED.value, "retried_at": {"$gte": since}}, fields)
+        return [doc async for doc in finished] + [doc async for doc in retried if doc.get("retry_at") is not None]
 
     # worker side --------------------------------------------------------------------------
     async def claim(self, job_id: str, step: str, attempt: int, worker_id: str, *, take_over: bool, publisher: str = "") -> bool:
@@ -203,7 +215,7 @@ class StepsMixin(ValuesMixin):
         Upserts: the planner may not have stored the step yet."""
         now = time.time()
         fields = {"job": job_id, "step": step, "state": StepState.RUNNING.value, "attempt": attempt, "worker": worker_id,
-                  "publisher": publisher, "started_at": now, "lease_until": now + self.settings.lease_s}
+                  "publisher": publisher, "started_at": now, "lease_until": now + self.settings.lease_s, "retry_at": None}
         try:
             result = await self.db[STEPS].update_one(
                 {"_id": step_id(job_id, step), **_unfinished_at(attempt, running=False)}, {"$set": fields}, upsert=True,
@@ -262,12 +274,14 @@ class StepsMixin(ValuesMixin):
         for item in finishes:
             fields: dict[str, Any] = {
                 "job": item.job_id, "step": item.step, "attempt": item.attempt,
-                "state": (StepState.SUCCEEDED if item.succeeded else StepState.FAILED).value, "worker": item.worker_id,
+                "state": (StepState.SUCCEEDED if item.succeeded else StepState.CANCELLED if item.cancelled else StepState.FAILED).value,
+                "worker": item.worker_id,
                 "finished_at": now, "duration_s": item.duration_s, "lease_until": None,
             }
             ids: list[ObjectId] = []
             if item.retry_at is not None:  # not final: queued as the next attempt, due later
-                fields.update(state=StepState.QUEUED.value, attempt=item.attempt + 1, retry_at=item.retry_at, finished_at=None)
+                fields.update(state=StepState.QUEUED.value, attempt=item.attempt + 1, retry_at=item.retry_at, finished_at=None,
+                              retried_at=now)
             if item.outputs is not None:
                 ids = await self.upload(item.outputs.blobs)
                 tree = item.outputs.tree
@@ -278,11 +292,17 @@ class StepsMixin(ValuesMixin):
                 fields["outputs"] = tree
             if item.error is not None:
                 fields["error"] = dict(item.error)
+            if item.metrics:
+                fields["metrics"] = [dict(point) for point in item.metrics]
+            if item.artifacts is not None:
+                ids += await self.upload(item.artifacts.blobs)
+                fields["logged_artifacts"] = item.artifacts.tree
             blobs.append(ids)
+            if item.retry_at is not None:  # the history, keyed by attempt: a write applied twice records it once
+                fields[f"attempts.{item.attempt}"] = {"attempt": item.attempt, "worker": item.worker_id, "error": dict(item.error or {}),
+                                                      "finished_at": now, "duration_s": item.duration_s,
+                                                      "metrics": [dict(point) for point in item.metrics]}
             update: dict[str, Any] = {"$set": fields}
-            if item.retry_at is not None:
-                update["$push"] = {"attempts": {"attempt": item.attempt, "worker": item.worker_id, "error": dict(item.error or {}),
-                                                "finished_at": now, "duration_s": item.duration_s}}
             writes.append(({"_id": step_id(item.job_id, item.step), **_unfinished_at(item.attempt)}, update))
         recorded = [True] * len(writes)
         if not writes:
@@ -316,7 +336,9 @@ class StepsMixin(ValuesMixin):
 
     @retried_read
     async def all_outputs(self, job_id: str) -> dict[str, dict[str, Any]]:
-        cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1, "duration_s": 1})
+        cursor = self.db[STEPS].find({"job": job_id}, {"step": 1, "state": 1, "outputs": 1, "error": 1, "duration_s": 1,
+                                                       "metrics": 1, "attempt": 1})
         docs = [doc async for doc in cursor]
         return {doc["step"]: {"state": doc["state"], "outputs": await self.load_outputs(doc.get("outputs") or {}),
-                              "error": doc.get("error"), "duration_s": doc.get("duration_s")} for doc in docs}
+                              "error": doc.get("error"), "duration_s": doc.get("duration_s"), "metrics": doc.get("metrics") or [],
+                              "attempt": doc.get("attempt")} for doc in docs}

@@ -332,6 +332,12 @@ class Broker(AsyncResource):
             await _quietly(queue.cancel(tag), "cancelling a consumer")
         self._consumers.clear()
 
+    @property
+    def consuming(self) -> bool:
+        """Whether this broker's consumers are registered on the live connection: connected,
+        subscriptions restored, and not stopped by :meth:`stop_consuming` (``/readyz``)."""
+        return self.connected.is_set() and self._consuming and bool(self._consumers)
+
     async def queue_consumers(self, queue_name: str) -> int | None:
         """Consumers on a queue, or None when the queue does not exist (passive declare).
         Raises :class:`BrokerUnavailable` at once while the connection is lost."""

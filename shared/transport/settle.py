@@ -1,6 +1,7 @@
 """Ack, nack and reject decided in one place.
 
-Handlers raise :class:`Reject` (bad message: dead-letter it, never requeue) or
+Handlers raise :class:`Reject` (bad message: dead-letter it, never requeue; its ``code``, a
+bounded :class:`~shared.observability.reasons.RejectReason`, is reported to ``on_reject``) or
 :class:`HandBack` (not ours to finish now: requeue it). Any other exception requeues a first
 delivery and dead-letters a redelivered one, so a poison message cannot loop — except an
 *outage* (:func:`shared.outages.transient`: MongoDB or RabbitMQ unreachable), which says
@@ -14,13 +15,14 @@ any other channel. Settling it is skipped (:func:`orphaned`, :func:`acknowledge`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelInvalidStateError
 
+from shared.observability.reasons import RejectReason
 from shared.outages import short, transient
 
 log = logging.getLogger("theodolite.settle")
@@ -29,9 +31,10 @@ log = logging.getLogger("theodolite.settle")
 class Reject(Exception):
     """Raised by a handler when a message can never be processed; it is dead-lettered."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: RejectReason = RejectReason.OTHER) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 class HandBack(Exception):
@@ -51,12 +54,16 @@ def orphaned(message: AbstractIncomingMessage | Any) -> bool:
 
 
 @asynccontextmanager
-async def settle(message: AbstractIncomingMessage, *, ack: bool = True) -> AsyncIterator[None]:
-    """Ack on success (unless ``ack`` is False: the handler settles itself)."""
+async def settle(message: AbstractIncomingMessage, *, ack: bool = True,
+                 on_reject: Callable[[RejectReason], object] | None = None) -> AsyncIterator[None]:
+    """Ack on success (unless ``ack`` is False: the handler settles itself). ``on_reject``
+    hears why each message is rejected (a service's metrics)."""
     try:
         yield
     except Reject as problem:
         log.warning("rejecting message %s: %s", message.message_id or message.delivery_tag, problem.reason)
+        if not orphaned(message) and on_reject is not None:
+            on_reject(problem.code)
         await _safely(message, message.reject(requeue=False) if not orphaned(message) else None)
         return
     except HandBack:
@@ -70,6 +77,8 @@ async def settle(message: AbstractIncomingMessage, *, ack: bool = True) -> Async
             return
         log.exception("handler failed on message %s (redelivered=%s)", message.delivery_tag, message.redelivered)
         if not orphaned(message):
+            if message.redelivered and on_reject is not None:
+                on_reject(RejectReason.HANDLER_FAILED)
             await _safely(message, message.reject(requeue=False) if message.redelivered else message.nack(requeue=True))
         return
     if ack and not message.processed:

@@ -11,7 +11,15 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-from shared.constants import JOB_CANCEL_KEY, JOB_SUBMIT_KEY, NOTICE_KEY, Names
+from shared.constants import (
+    HISTORY_KEYS,
+    JOB_CANCEL_KEY,
+    JOB_RESUME_KEY,
+    JOB_SUBMIT_KEY,
+    NOTICE_KEY,
+    PROGRESS_KEY,
+    Names,
+)
 from shared.settings import Settings
 
 EVENTS_MAX_AGE = "7D"
@@ -54,14 +62,18 @@ async def declare_core_queues(channel: AbstractChannel, names: Names, settings: 
     jobs = await channel.declare_queue(names.jobs_queue, durable=True, arguments=args)
     await jobs.bind(names.jobs_exchange, JOB_SUBMIT_KEY)
     await jobs.bind(names.jobs_exchange, JOB_CANCEL_KEY)
+    await jobs.bind(names.jobs_exchange, JOB_RESUME_KEY)
     notices = await channel.declare_queue(names.notices_queue, durable=True, arguments=notice_queue_arguments(names))
     await notices.bind(names.notices_exchange, NOTICE_KEY)
+    await notices.bind(names.notices_exchange, PROGRESS_KEY)
     dead = await channel.declare_queue(names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(names.dead_exchange, "")
     history = await channel.declare_queue(
         names.events_stream, durable=True, arguments={"x-queue-type": "stream", "x-max-age": EVENTS_MAX_AGE},
     )
-    await history.bind(names.events_exchange, "#")
+    for key in HISTORY_KEYS:
+        await history.bind(names.events_exchange, key)
+    await history.unbind(names.events_exchange, "#")  # kept everything before heartbeats existed; a no-op once gone
     return {"jobs": jobs, "notices": notices, "dead": dead, "history": history}
 
 

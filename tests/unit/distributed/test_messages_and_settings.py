@@ -57,7 +57,8 @@ def test_notice_requires_an_outcome() -> None:
 
 def test_json_schemas_cover_every_message() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"job.submit", "job.cancel", "step.dispatch", "step.batch", "step.done", "step.done.batch", "job.control", "event", "event.batch"}
+    assert set(schemas) == {"job.submit", "job.cancel", "job.resume", "step.dispatch", "step.batch", "step.done", "step.done.batch", "step.progress",
+                            "step.progress.batch", "job.control", "event", "event.batch", "worker.event"}
     assert "document" in schemas["job.submit"]["properties"]
     json.dumps(schemas)
 

@@ -32,8 +32,8 @@ def test_a_step_overrides_its_tasks_retry_policy_in_either_form() -> None:
     document = result.document
     assert document is not None
     assert document.retry_policy("short") == RetryPolicy(retries=5, backoff_s=0.5, max_backoff_s=60.0)
-    assert document.retry_policy("long") == RetryPolicy(retries=2, backoff_s=1.0, max_backoff_s=2.0)
-    assert document.retry_policy("plain") == RetryPolicy(retries=2)  # the task's @task(retries=2)
+    assert document.retry_policy("long") == RetryPolicy(retries=2, backoff_s=0.05, max_backoff_s=2.0)
+    assert document.retry_policy("plain") == RetryPolicy(retries=2, backoff_s=0.05)  # @task(retries=2, backoff_s=0.05)
     again = JobDocument.model_validate_json(document.model_dump_json())  # as the planner stores it
     assert again.retry_policy("short") == document.retry_policy("short")
 

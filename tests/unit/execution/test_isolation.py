@@ -162,18 +162,26 @@ graph:
     assert any("has run" in r.getMessage() and "'slow'" in r.getMessage() for r in caplog.records), "no timeout warning logged"
 
 
-def test_a_retry_after_a_crash_runs_in_a_fresh_child(runner: TaskRunner, tmp_path: Path) -> None:
-    run = run_step(runner, f"iso_crash_once: [{tmp_path / 'marker'}]")
-    assert run.failure is None, run.failure
-    assert run.attempts == 2
-    assert run.values is not None and run.values["pid"] != os.getpid()
+def test_a_crash_is_retryable_and_the_retry_runs_in_a_fresh_child(runner: TaskRunner, tmp_path: Path) -> None:
+    before = pid_of(runner)
+    crashed = run_step(runner, f"iso_crash_once: [{tmp_path / 'marker'}]")
+    assert crashed.failure is not None and crashed.failure.type == "TaskCrashError"
+    policy = document(f"graph:\n  s: {{iso_crash_once: [{tmp_path / 'marker'}]}}\n").retry_policy("s")
+    assert policy.retries == 1 and policy.backoff_s == 0.05
+    delay_s = crashed.failure.retry_delay_s(policy, 1)
+    assert delay_s is not None and 0.0375 <= delay_s <= 0.0625
+    assert crashed.failure.retry_delay_s(policy, 2) is None, "the last attempt is not retried"
+    retried = run_step(runner, f"iso_crash_once: [{tmp_path / 'marker'}]")
+    assert retried.failure is None, retried.failure
+    assert retried.values is not None and retried.values["pid"] not in (os.getpid(), before)
 
 
 def test_system_exit_in_a_child_fails_its_step_unretried_and_keeps_the_child(runner: TaskRunner) -> None:
     before = pid_of(runner)
     run = run_step(runner, "tp_exit_retried: [token]")
     assert run.failure is not None and (run.failure.type, run.failure.message) == ("SystemExit", "exit call 1")
-    assert run.attempts == 1 and not run.failure.retryable
+    assert not run.failure.retryable
+    assert run.failure.retry_delay_s(document("graph:\n  s: {tp_exit_retried: [token]}\n").retry_policy("s"), 1) is None
     assert pid_of(runner) == before
 
 
@@ -323,6 +331,10 @@ def test_no_child_is_left_after_close(registry: PluginRegistry) -> None:
     holder = threading.Thread(target=hold_a_slot, daemon=True)
     holder.start()
     started.wait()
+    deadline = time.monotonic() + 10
+    while not runner.pool.children() and time.monotonic() < deadline:  # the holder's child is busy first
+        time.sleep(0.05)
+    time.sleep(0.2)
     idle = pid_of(runner)
     deadline = time.monotonic() + 10
     while len(runner.pool.children()) < 2 and time.monotonic() < deadline:

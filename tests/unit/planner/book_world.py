@@ -13,16 +13,18 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shared.messages import StepErrorInfo, StepNotice
+from shared.messages import Event, StepErrorInfo, StepNotice
 from shared.planner.book import JobBook, JobPlan, StoredStep
 from shared.planner.effects import (
     ControlJob,
     Effect,
+    Emit,
     FailStep,
     FinishJob,
     MarkWaiting,
     Publish,
     Requeue,
+    ReserveSeq,
     StartJob,
     StopSteps,
 )
@@ -82,6 +84,18 @@ class World:
     """Which planner publishes (a restart is a new planner, so a new copy id)."""
     now: float = 1000.0
     _workers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    reserved: int = 0
+    """The job document's ``event_seq_reserved``: what ``ReserveSeq`` effects wrote."""
+    term_first: int = 1
+    """The first event number of the current planner (a restart starts after ``reserved``)."""
+    term_seqs: list[int] = field(default_factory=list)
+    seqs: set[int] = field(default_factory=set)
+    """Every event number given, by every planner."""
+    ended: set[str] = field(default_factory=set)
+    """Steps whose final event (succeeded, failed, skipped, cancelled) was emitted."""
+    progress: list[tuple[str, int, str]] = field(default_factory=list)
+    """Runs' "started" reports on their way to the planner: (step, attempt, worker)."""
+    running_events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for device in set(self.plan.devices.values()):
@@ -99,15 +113,17 @@ class World:
 
     def restart(self) -> None:
         """A new planner: a new book restored from what the store holds."""
+        self.check_event_numbers()
         self.book = JobBook()
         self.generation += 1
         if self.job_state.finished:
             return
+        self.term_first, self.term_seqs = self.reserved + 1, []
         self.apply(JobBook.restoring(JOB, self.control[1]))
         for run in self.runs:  # the claim broadcast, then the wait of claim_after_s
             self._claim_running(run)
         stored = {name: StoredStep(doc.state, doc.attempt) for name, doc in self.docs.items()}
-        self.apply(self.book.restore(JOB, self.plan, stored, self._tick(), stop=self.control[1]))
+        self.apply(self.book.restore(JOB, self.plan, stored, self._tick(), stop=self.control[1], event_seq=self.reserved))
 
     def tick(self, consumers: Mapping[str, int | None] | None = None) -> None:
         self.apply(self.book.due(self._tick()))
@@ -149,6 +165,7 @@ class World:
                     self.queues[device] += [Message(s, a, effect.claim, self.generation) for s, a in effect.steps]
                 self.apply(self.book.routed(JOB, effect.names, self.queue_exists[device], self._tick()))
             case StartJob():
+                self._check_events([effect.event])
                 if self.job_state in (JobState.PENDING, JobState.RUNNING):
                     self.job_state = JobState.RUNNING
             case StopSteps(steps=steps, state=state):
@@ -189,6 +206,10 @@ class World:
                     doc.state, doc.attempt = StepState.QUEUED, attempt + 1
                     self.apply(self.book.requeued(JOB, name, attempt + 1, self._tick()))
             case FinishJob(state=state):
+                if effect.event.seq is not None:
+                    self._check_events([effect.event])
+                elif JOB in self.book or self.job_state in (JobState.PENDING, JobState.RUNNING):
+                    raise Violation(f"{effect.event.type} without a number")  # else not published (a cancel of a finished job)
                 if self._current_runs():
                     raise Violation(f"job finished {state} while {[r.step for r in self._current_runs()]} run")
                 unfinished = [n for n in self.plan.dependencies if n not in self.docs or self.docs[n].state not in FINISHED_STEP_STATES]
@@ -198,8 +219,39 @@ class World:
                     self.job_state = state
                     self.finishes.append(state)
                 self.book.forget(JOB)
+            case ReserveSeq(start=start, upto=upto):
+                if start != self.term_first:
+                    raise Violation(f"the planner numbers from {start}, expected {self.term_first}")
+                self.reserved = max(self.reserved, upto)
+            case Emit(events=events):
+                self._check_events(events)
             case _:
                 pass
+
+    def _check_events(self, events: Sequence[Event]) -> None:
+        """Every event of the job is numbered, within a durable reservation, never twice; no
+        step is reported running after its final event."""
+        for event in events:
+            if event.seq is None:
+                raise Violation(f"{event.type} of {event.step} without a number")
+            if event.seq in self.seqs:
+                raise Violation(f"event number {event.seq} given twice ({event.type} of {event.step})")
+            if event.seq > self.reserved:
+                raise Violation(f"event number {event.seq} above the reservation {self.reserved}")
+            self.seqs.add(event.seq)
+            self.term_seqs.append(event.seq)
+            if event.type == "step.running":
+                if event.step in self.ended:
+                    raise Violation(f"{event.step} reported running after its final event")
+                self.running_events.append(event)
+            elif event.type in ("step.succeeded", "step.failed", "step.skipped", "step.cancelled"):
+                self.ended.add(str(event.step))
+
+    def check_event_numbers(self) -> None:
+        """The current planner's numbers have no hole: its events make one stream."""
+        expected = list(range(self.term_first, self.term_first + len(self.term_seqs)))
+        if sorted(self.term_seqs) != expected:
+            raise Violation(f"event numbers of this planner have holes: {sorted(self.term_seqs)}")
 
     def _check_publish(self, effect: Publish) -> None:
         job = self.book.job(JOB)
@@ -250,6 +302,14 @@ class World:
         if any(r.step == run.step and r.attempt == run.attempt for r in self.runs):
             raise Violation(f"two workers run {run.step} attempt {run.attempt} at once")
         self.runs.append(run)
+        self.progress.append((run.step, run.attempt, f"w{run.worker}"))
+
+    def report_started(self, index: int) -> None:
+        """A run's "started" report reaches the planner (maybe late: after the run ended, was
+        lost, or was superseded by a newer attempt)."""
+        if self.progress:
+            step, attempt, worker = self.progress.pop(index % len(self.progress))
+            self.apply(self.book.started(JOB, step, attempt, worker, self._tick()))
 
     def _claim_running(self, run: Run) -> None:
         if run.claimed:
@@ -334,6 +394,8 @@ class World:
             for device, queue in self.queues.items():
                 while queue:
                     self.deliver(device, 0)
+            while self.progress:
+                self.report_started(0)
             while self.runs:
                 self.finish(0, succeeded=True)
             while self.notices:

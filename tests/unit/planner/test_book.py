@@ -13,6 +13,7 @@ from shared.planner.effects import (
     FinishJob,
     Publish,
     RejectJob,
+    ReserveSeq,
     StartJob,
     StopSteps,
 )
@@ -175,7 +176,7 @@ def test_waiting_steps_of_a_stopping_job_end_without_a_worker() -> None:
 def test_effects_are_ordered_writes_then_events_then_the_finish() -> None:
     book = JobBook()
     accept = book.accept(JOB, JobPlan({"a": []}, {"a": "cpu"}), 1.0)
-    assert [type(e) for e in accept] == [StartJob, Publish, type(accept[2])]
+    assert [type(e) for e in accept] == [ReserveSeq, StartJob, Publish, type(accept[3])]  # numbers reserved first
     effects = book.notices([StepNotice(job_id=JOB, step="a", attempt=1, outcome=StepState.FAILED, worker_id="w")], 2.0)
     kinds = [type(e) for e in effects]
     assert kinds.index(Emit) < kinds.index(FinishJob)
@@ -237,9 +238,13 @@ def test_a_retried_attempt_waits_for_its_time_without_a_message_then_goes_as_the
     assert [(e.type, e.attempt, e.detail["delay_s"]) for e in emit.events] == [("step.retrying", 2, 9.0)]
     assert not [e for e in effects if isinstance(e, (Publish, FinishJob))]
     assert book.due(10.0) == [] and book.tick(10.0).devices == frozenset()  # not waiting for a worker meanwhile
+    assert book.next_due() == 11.0
+    assert not [e for e in book.notices([flaky], 10.5) if isinstance(e, Emit)], "the same report again (found in MongoDB)"
+    assert book.next_due() == 11.0
     (publish, _) = book.due(11.0)
     assert isinstance(publish, Publish) and publish.steps == (("a", 2),)
-    assert book.due(12.0) == []
+    assert book.due(12.0) == [] and book.next_due() is None
+    assert book.notices([flaky], 13.0) == [] and book.due(20.0) == [], "a late copy of the report must not send attempt 2 again"
 
 
 def test_a_pending_retry_of_a_stopping_job_ends_unstarted() -> None:
@@ -256,3 +261,81 @@ def test_a_restored_retry_keeps_its_time() -> None:
     effects = book.restore(JOB, JobPlan({"a": []}, {"a": "cpu"}), {"a": StoredStep(StepState.QUEUED, 2, retry_at=50.0)}, 40.0)
     assert not [e for e in effects if isinstance(e, Publish)]
     assert [e.steps for e in book.due(50.0) if isinstance(e, Publish)] == [(("a", 2),)]
+
+
+# workers' progress (issue 10, item 4) ---------------------------------------------------------
+
+CHAIN = JobPlan({"a": [], "b": ["a"]}, {"a": "cpu", "b": "cpu"})
+
+
+def _events(effects: list) -> list:
+    return [event for effect in effects if isinstance(effect, Emit) for event in effect.events]
+
+
+def test_a_publish_confirm_naming_steps_the_job_never_had_changes_nothing() -> None:
+    """Once a KeyError: a confirm is the broker's word about a message, not a step's state."""
+    book = JobBook()
+    book.accept(JOB, CHAIN, 1.0)
+    assert book.routed(JOB, ["nope"], True, 1.5) == []
+    assert book.routed(JOB, ["nope"], False, 1.6) == []
+    assert book.job(JOB).core.state("a") is StepState.QUEUED  # type: ignore[union-attr]
+
+
+def test_a_started_report_becomes_the_jobs_next_numbered_running_event() -> None:
+    book = JobBook()
+    book.accept(JOB, CHAIN, 1.0)  # job.running: 1
+    book.routed(JOB, ["a"], True, 1.5)  # step.queued: 2
+    assert book.ready.is_ready(JOB, "a")
+    effects = book.started(JOB, "a", 1, "cpu-w1", 2.0)
+    (event,) = _events(effects)
+    assert (event.type, event.step, event.attempt, event.worker_id, event.state, event.at) == (
+        "step.running", "a", 1, "cpu-w1", StepState.RUNNING, 2.0)
+    assert event.seq == 3 and not any(isinstance(e, ReserveSeq) for e in effects), "within the first reserved block"
+    assert not book.ready.is_ready(JOB, "a"), "a started step is no longer waiting to start"
+    assert book.job(JOB).core.state("a") is StepState.QUEUED  # type: ignore[union-attr]  # decides nothing
+
+
+def test_started_reports_of_unknown_jobs_and_steps_of_past_attempts_or_finished_steps_are_dropped() -> None:
+    book = JobBook()
+    book.accept(JOB, CHAIN, 1.0)
+    assert book.started("other", "a", 1, "w", 2.0) == []
+    assert book.started(JOB, "nope", 1, "w", 2.0) == []
+    assert book.started(JOB, "b", 1, "w", 2.0) == [], "b was never dispatched"
+    assert book.lease_expired(JOB, "a", 1, "w-old", 3.0)
+    book.requeued(JOB, "a", 2, 3.0)
+    assert book.started(JOB, "a", 1, "w-old", 4.0) == [], "attempt 1 lost its lease: its report is stale"
+    assert [e.worker_id for e in _events(book.started(JOB, "a", 2, "w-new", 4.0))] == ["w-new"]
+    book.notices([StepNotice(job_id=JOB, step="a", attempt=2, outcome=StepState.SUCCEEDED, worker_id="w-new")], 5.0)
+    assert book.started(JOB, "a", 2, "w-new", 6.0) == [], "a report that comes after the step's end"
+
+
+def test_progress_reports_come_out_as_one_emit_per_job_in_their_order() -> None:
+    from shared.messages import Progress, StepProgress
+
+    book = JobBook()
+    for job_id in ("j1", "j2"):
+        book.accept(job_id, JobPlan({"a": []}, {"a": "cpu"}), 1.0)
+    reports = [StepProgress(job_id="j1", step="a", attempt=1, worker_id="w1", progress=Progress.RUNNING),
+               StepProgress(job_id="j2", step="a", attempt=1, worker_id="w2", progress=Progress.RUNNING),
+               StepProgress(job_id="j1", step="a", attempt=1, worker_id="w1", progress=Progress.TIMEOUT_WARNING, elapsed_s=8.0,
+                            timeout_s=10.0),
+               StepProgress(job_id="j3", step="a", attempt=1, worker_id="w3", progress=Progress.RUNNING)]
+    emits = [e for e in book.progress(reports, 3.0) if isinstance(e, Emit)]
+    assert [(e.job_id, [(ev.type, ev.seq) for ev in e.events]) for e in emits] == [
+        ("j1", [("step.running", 2), ("step.timeout_warning", 3)]), ("j2", [("step.running", 2)])]
+    assert emits[0].events[1].detail == {"elapsed_s": 8.0, "timeout_s": 10.0}
+    (warning,) = _events(book.timeout_warning("j2", "a", 1, "w2", 9.5, 10.0, 4.0))
+    assert warning.type == "step.timeout_warning" and warning.seq == 3 and warning.detail["elapsed_s"] == 9.5
+
+
+def test_in_the_world_fast_steps_are_reported_running_before_their_end() -> None:
+    world = _world(CHAIN)
+    _deliver_all(world)
+    world.report_started(0)
+    _run(world, "a", succeeded=True)
+    world.deliver_notice(0)
+    world.quiesce()
+    assert [(e.step, e.attempt) for e in world.running_events] == [("a", 1), ("b", 1)]
+    assert all(e.worker_id and e.worker_id.startswith("w") for e in world.running_events)
+    world.check_event_numbers()
+    assert sorted(world.seqs) == list(range(1, len(world.seqs) + 1))

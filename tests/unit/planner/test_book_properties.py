@@ -12,7 +12,11 @@ Invariants, checked as the world runs (``Violation``) and at the end:
 * two workers never run one attempt of a step at once;
 * the job finishes only when no step of it runs and every step is finished in the store,
   and, once everything has been delivered, it always finishes: in exactly one terminal
-  state, the one its steps imply.
+  state, the one its steps imply;
+* with workers' "started" reports interleaved anywhere (late, stale, after a restart): every
+  event of the job is numbered, within a reservation that was written before it, never twice
+  (restarts included), each planner's numbers without a hole, and no step is reported
+  running after its final event.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from shared.states import ErrorKind, JobState, StepState
 from tests.unit.planner.book_world import World
 
 ACTIONS = ("deliver", "succeed", "fail", "retry", "notice", "duplicate", "batch", "lose", "vanish", "claim", "dead", "lease", "tick",
-           "restart", "cancel", "gpu")
+           "restart", "cancel", "gpu", "started")
 
 
 @st.composite
@@ -68,6 +72,8 @@ def _act(world: World, action: str, index: int) -> None:
             world.restart()
         case "cancel":
             world.cancel()
+        case "started":
+            world.report_started(index)
         case "gpu":
             if "gpu" in world.queue_exists:
                 world.queue_exists["gpu"] = True
@@ -91,6 +97,11 @@ def test_the_book_keeps_its_invariants_under_any_interleaving(plan: JobPlan, gpu
         expected = world.finishes[0]  # the cancel came when nothing was left to cancel
     assert world.finishes[0] is expected, (world.finishes, states)
     assert len(world.book) == 0, "the finished job is still in the book"
+    world.check_event_numbers()
+    numbered = len(world.seqs)
+    while world.progress:  # reports that come after the end change nothing
+        world.report_started(0)
+    assert len(world.seqs) == numbered, "a report after the job's end made an event"
 
 
 @given(plans(), st.lists(st.tuples(st.sampled_from(("deliver", "succeed", "retry", "notice", "batch", "restart", "claim", "tick",

@@ -149,3 +149,74 @@ def test_plugin_dirs_from_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("THEODOLITE_PLUGINS", str(tmp_path))
     catalog = catalog_for(None)
     assert [t.spec.coordinate for t in catalog.lookup_short_name("from_env")] == ["envplug.from_env"]
+
+
+def test_retry_options_of_the_decorator() -> None:
+    @task(retries=3, retry_on=(KeyError, "TimeoutError"), backoff_s=0.5, max_backoff_s=4)
+    def fetch():
+        return 1
+
+    @task(retries=1, retry_on=ConnectionError)
+    def once():
+        return 1
+
+    spec = spec_of(fetch)
+    assert spec is not None and spec.retry_on == ("KeyError", "TimeoutError")
+    assert spec.retry_policy.model_dump() == {"retries": 3, "backoff_s": 0.5, "max_backoff_s": 4.0, "retry_on": ("KeyError", "TimeoutError")}
+    assert spec_of(once).retry_on == ("ConnectionError",)  # type: ignore[union-attr]
+    assert spec_of(task(lambda: 1)).retry_policy.backoff_s == 1.0  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="below backoff_s"):
+        task(backoff_s=5, max_backoff_s=1)(lambda: 1)
+
+
+def test_catalog_reads_retry_options_by_name_without_importing(tmp_path) -> None:
+    (tmp_path / "retrying.py").write_text(
+        "from plugins import task\nimport errors\nraise SystemExit('imported!')\n"
+        "@task(retries=2, retry_on=(KeyError, errors.Busy, 'TimeoutError'), backoff_s=0.25, max_backoff_s=2)\n"
+        "def r_task():\n    return 1\n"
+        "@task(retry_on=ValueError)\ndef r_single():\n    return 1\n"
+        "@task(retry_on=(len(),))\ndef r_bad():\n    return 1\n"
+    )
+    catalog = PluginCatalog(search_dirs=[tmp_path], include_builtin=False)
+    (found,) = catalog.lookup_short_name("r_task")
+    assert found.spec.retry_policy.model_dump() == {"retries": 2, "backoff_s": 0.25, "max_backoff_s": 2.0,
+                                                   "retry_on": ("KeyError", "Busy", "TimeoutError")}
+    (single,) = catalog.lookup_short_name("r_single")
+    assert single.spec.retry_on == ("ValueError",)
+    assert any("r_bad" in problem.message and "literal" in problem.message for problem in catalog.scan_problems())
+    assert "retrying" not in sys.modules
+    document = check("graph:\n  s: {r_task: []}\n", tmp_path).document
+    assert document is not None and document.retry_policy("s").retry_on == ("KeyError", "Busy", "TimeoutError")
+
+
+def test_the_task_context_parameter_is_found_in_every_spelling(tmp_path) -> None:
+    from plugins import TaskContext
+
+    def plain(x, ctx: TaskContext):
+        return x
+
+    def optional(ctx: TaskContext | None = None, x: int = 0):
+        return x
+
+    assert spec_of(task(plain)).context_arg == "ctx"  # type: ignore[union-attr]
+    assert spec_of(task(optional)).context_arg == "ctx"  # type: ignore[union-attr]
+    assert spec_of(task(lambda x: x)).context_arg is None  # type: ignore[union-attr]
+    (tmp_path / "ctx_tasks.py").write_text(
+        "from __future__ import annotations\nimport plugins\nfrom plugins import TaskContext, task\n"
+        "@task\ndef a(x: int, ctx: TaskContext):\n    return x\n"
+        "@task\ndef b(run: plugins.TaskContext | None = None, *, y: int = 1):\n    return y\n"
+        "@task\ndef c(x, context: 'TaskContext'):\n    return x\n"
+    )
+    catalog = PluginCatalog(search_dirs=[tmp_path], include_builtin=False)
+    found = {name: catalog.lookup_short_name(name)[0] for name in "abc"}
+    assert {name: t.spec.context_arg for name, t in found.items()} == {"a": "ctx", "b": "run", "c": "context"}
+    assert [i.name for i in found["a"].inputs] == ["x"] and [i.name for i in found["b"].inputs] == ["y"]
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import ctx_tasks  # type: ignore[import-not-found]
+
+        for name in "abc":
+            assert spec_of(getattr(ctx_tasks, name)).context_arg == found[name].spec.context_arg  # type: ignore[union-attr]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("ctx_tasks", None)

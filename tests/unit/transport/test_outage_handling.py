@@ -482,3 +482,66 @@ async def test_a_submission_meeting_a_store_outage_is_retried_then_acked(monkeyp
     again = Delivered(encode(JobSubmission(document="graph: {}\n")), redelivered=True)
     await planner._handle_job_message(again, intake=None)  # type: ignore[arg-type]
     assert again.settled == [("nack", True)]
+
+
+async def test_a_planner_whose_fence_refused_a_write_tries_again_instead_of_dead_lettering() -> None:
+    """Seen in CI: a starved planner renewed its lease late, the fence refused the write of a
+    submission (LeaseLost), and the message was dead-lettered: the job was lost."""
+    from services.planner import Planner
+    from shared.store.lease import LeaseLost
+
+    planner = Planner(Settings(namespace="unit"))
+    planner._stopping = asyncio.Event()
+    calls: list[int] = []
+
+    async def write() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise LeaseLost("the planner lease (token 1) was not renewed in time")
+        return "stored"
+
+    assert await planner._patiently(write, "handling the submission of job j1") == "stored"
+    assert len(calls) == 2
+    planner._stopping.set()
+    calls.clear()
+    with pytest.raises(HandBack):  # stopping: back to its queue, for the next holder
+        await planner._patiently(write, "handling the submission of job j1")
+
+
+async def test_a_cancel_handled_while_the_store_is_asked_about_its_submission_is_kept() -> None:
+    """Job messages are handled concurrently: a cancel handled while the submission's handler
+    waits for MongoDB (does the job exist?) used to find no job and was lost; the job ran."""
+    from services.planner import Planner
+    from services.planner_intake import Accepted
+    from shared.messages import JobSubmission
+
+    planner = Planner(Settings(namespace="unit"))
+    document = check("graph:\n  a: {tp_slow: [0.15]}\n", FIXTURE_PLUGINS).document
+    assert document is not None
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+
+    class SlowStore:
+        async def job_state(self, job_id: str) -> None:
+            asked.set()
+            await answer.wait()
+
+        async def insert_job(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    class Runner:
+        async def run(self, effects: Any) -> None:
+            return None
+
+    class Intake:
+        async def check(self, submission: JobSubmission) -> Accepted:
+            return Accepted(document, {})  # type: ignore[arg-type]
+
+    planner.store, planner.effects = SlowStore(), Runner()  # type: ignore[assignment]
+    submitting = asyncio.create_task(planner.submit(JobSubmission(document="graph: {}", job_id="j1"), Intake()))  # type: ignore[arg-type]
+    await asyncio.wait_for(asked.wait(), 5)
+    await planner.cancel("j1", 0.0)
+    answer.set()
+    await asyncio.wait_for(submitting, 5)
+    job = planner.book.job("j1")
+    assert job is not None and job.cancel_grace_s == 0.0, "the cancel reached the job once it was accepted"

@@ -110,7 +110,7 @@ class FakeBroker:
         self.published: list[Outgoing] = []
         self.lost = asyncio.Event()
 
-    async def publish(self, item: Outgoing) -> bool:
+    async def publish(self, item: Outgoing, *, timeout_s: float | None = None) -> bool:
         self.published.append(item)
         return True
 

@@ -92,6 +92,8 @@ def test_a_step_finished_under_this_attempt_is_reported_again(state: str) -> Non
     {"state": "succeeded", "attempt": 1},
     {"state": "cancelled", "attempt": 3},
     {"state": "exploded", "attempt": 2},
+    {"state": "queued", "attempt": 3},  # re-queued after a lost lease: not a retry of this attempt
+    {"state": "queued", "attempt": 4, "retry_at": 9.0},  # a later attempt's retry
 ])
 def test_nothing_to_report_for_steps_not_finished_under_this_attempt(doc: dict[str, Any] | None) -> None:
     assert stored_notice(DISPATCH, doc, "w1") is None
@@ -152,3 +154,22 @@ async def test_an_outage_while_recording_is_waited_out_not_failed() -> None:
         assert await asyncio.wait_for(writing, 5) == [True, True, True]
     finally:
         runner.cancel()
+
+
+def test_a_failed_attempt_stored_as_its_retry_is_reported_again_with_its_time() -> None:
+    doc = {"state": "queued", "attempt": 3, "retry_at": 12.5, "worker": "w0", "duration_s": 0.5,
+           "error": {"type": "Busy", "message": "later", "kind": "task"}}
+    notice = stored_notice(DISPATCH, doc, "w1")
+    assert notice is not None
+    assert (notice.attempt, notice.outcome, notice.retry_at, notice.worker_id) == (2, StepState.FAILED, 12.5, "w0")
+    assert notice.error is not None and notice.error.type == "Busy"
+
+
+def test_the_planner_reads_a_stored_retry_as_the_report_that_never_came() -> None:
+    from services.planner import _notice_of
+
+    notice = _notice_of({"job": "j1", "step": "s", "state": "queued", "attempt": 3, "retry_at": 12.5, "worker": "w0",
+                         "error": {"type": "Busy", "message": "later", "kind": "task"}})
+    assert (notice.attempt, notice.outcome, notice.retry_at) == (2, StepState.FAILED, 12.5)
+    finished = _notice_of({"job": "j1", "step": "s", "state": "failed", "attempt": 3, "worker": "w0"})
+    assert (finished.attempt, finished.outcome, finished.retry_at) == (3, StepState.FAILED, None)
