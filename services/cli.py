@@ -16,8 +16,10 @@ from pathlib import Path
 
 import click
 
-from services.cli_options import params_option, plugins_option
+from services.cli_options import params_option, plugins_option, seed_option
+from services.dashboard.cli import COMMANDS as DASHBOARD_COMMANDS
 from services.distributed_cli import COMMANDS as DISTRIBUTED_COMMANDS
+from services.job_actions_cli import COMMANDS as ACTION_COMMANDS
 from services.job_input import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -27,6 +29,9 @@ from services.job_input import (
     print_issues,
     refuse,
 )
+from services.jobs_cli import COMMANDS as JOB_COMMANDS
+from services.logs_cli import COMMANDS as LOG_COMMANDS
+from services.monitor_cli import COMMANDS as MONITOR_COMMANDS
 from shared.document import catalog_for, check_file
 from shared.document.issues import has_errors
 from shared.states import JobState
@@ -74,20 +79,29 @@ def validate(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], s
 @click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes).")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="Where artifact outputs are written (default .theodolite/runs/TIME/).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when stderr is a terminal).")
+@seed_option
 def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str, ...], as_json: bool,
         concurrency: int | None, keep_going: bool, artifacts: tuple[str, ...], artifacts_dir: str | None,
-        progress: bool | None) -> None:
+        progress: bool | None, seed: int | None) -> None:
     """Run FILE's whole graph in this process, independent steps concurrently.
 
-    Exit 0 succeeded, 1 failed at run time, 2 invalid (every plugin module must be found here).
+    Exit 0 succeeded, 1 failed or cancelled at run time, 2 invalid (every plugin module must be found
+    here). Ctrl-C cancels the job (running steps get 10 s to stop by themselves); a second Ctrl-C
+    stops them at once.
     """
     from services.display import run_with_progress, stderr_is_terminal
+    from services.interrupts import cancel_on_interrupt
     from services.result_table import print_result
     from shared.execution.artifact_files import write_artifact_outputs
-    from shared.execution.local import DEFAULT_CONCURRENCY, LocalExecutor
+    from shared.execution.local import DEFAULT_CONCURRENCY, DEFAULT_GRACE_S, LocalExecutor
+    from shared.execution.options import ExecutionOptions
     from shared.execution.result import StepError
     from shared.plugin_registry import PluginRegistry
 
+    try:
+        ExecutionOptions.from_environ()  # read again by the executor: a bad value is one line here, not a traceback
+    except ValueError as problem:
+        raise click.UsageError(f"bad configuration: {problem}") from None
     prepared, issues = check_job(file, params, plugin_dirs, PluginDemand.RUN_HERE, artifacts=artifacts)
     if prepared is None:
         refuse(file, issues, as_json=as_json)
@@ -96,10 +110,11 @@ def run(file: str, local: bool, params: tuple[str, ...], plugin_dirs: tuple[str,
     with PluginRegistry([*catalog.search_dirs, *catalog.extra_dirs]) as registry:
         executor = LocalExecutor(
             document, prepared.values, registry, concurrency=concurrency or DEFAULT_CONCURRENCY,
-            fail_fast=not keep_going, artifact_values=prepared.artifact_values,
+            fail_fast=not keep_going, artifact_values=prepared.artifact_values, seed=seed,
         )
         show = stderr_is_terminal() if progress is None else progress
-        outcome = asyncio.run(run_with_progress(executor, show=show))
+        with cancel_on_interrupt(executor.cancel, grace_s=DEFAULT_GRACE_S, say=lambda text: click.echo(text, err=True)):
+            outcome = asyncio.run(run_with_progress(executor, show=show))
         if outcome.status == JobState.SUCCEEDED and document.artifact_outputs:
             target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
             try:
@@ -143,8 +158,9 @@ def tasks(plugin_dirs: tuple[str, ...]) -> None:
         click.echo(f"warning: {problem.message}", err=True)
 
 
-# distributed mode: planner, worker, submit, up, schema (services/distributed_cli.py)
-for _command in DISTRIBUTED_COMMANDS:
+# distributed mode: planner, worker, submit, up, schema (services/distributed_cli.py); jobs, status (services/jobs_cli.py);
+# monitor (services/monitor_cli.py); dashboard (services/dashboard/cli.py)
+for _command in [*DISTRIBUTED_COMMANDS, *JOB_COMMANDS, *LOG_COMMANDS, *ACTION_COMMANDS, *MONITOR_COMMANDS, *DASHBOARD_COMMANDS]:
     main.add_command(_command)
 
 

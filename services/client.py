@@ -22,16 +22,25 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.constants import JOB_CANCEL_KEY, JOB_SUBMIT_KEY
+from shared.constants import JOB_CANCEL_KEY, JOB_RESUME_KEY, JOB_SUBMIT_KEY
 from shared.distributed_errors import BrokerError, JobRejected
 from shared.document.artifact_steps import ARTIFACT_OUTPUT, ARTIFACT_STEP_PREFIX, is_artifact_step
 from shared.execution.result import JobResult, StepError, StepReport
-from shared.messages import Event, EventBatch, JobCancel, JobSubmission, encode
+from shared.messages import (
+    DEFAULT_CANCEL_GRACE_S,
+    Event,
+    EventBatch,
+    JobCancel,
+    JobResume,
+    JobSubmission,
+    encode,
+)
 from shared.outages import Streak, backoff_s, transient
 from shared.resource import AsyncResource
 from shared.settings import Settings
 from shared.states import FINISHED_JOB_STATES, StepState
 from shared.store import Store
+from shared.task_context import Metric
 from shared.transport import Broker, Outgoing
 from shared.transport.settle import acknowledge
 
@@ -64,8 +73,7 @@ class Client(AsyncResource):
         """An exclusive, server-named queue for the events (a new one after each reconnect)."""
         self._channel = await self.broker.channel(prefetch=1000)
         queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self.broker.names.events_exchange, "job.#")
-        await queue.bind(self.broker.names.events_exchange, "steps.#")
+        await queue.bind(self.broker.names.events_exchange, "job.#")  # every job's events (docs/events.md)
         await self.broker.consume(self._channel, queue.name, self._on_event)
 
     async def close(self) -> None:
@@ -99,8 +107,14 @@ class Client(AsyncResource):
             raise BrokerError(f"job {submission.job_id} could not be routed to {self.broker.names.jobs_queue}")
         return submission.job_id
 
-    async def cancel(self, job_id: str) -> None:
-        await self.broker.publish(Outgoing(self.broker.names.jobs_exchange, JOB_CANCEL_KEY, encode(JobCancel(job_id=job_id)), "job.cancel"))
+    async def cancel(self, job_id: str, grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
+        """Ask the planner to cancel the job (confirmed; the jobs queue keeps it until a planner runs)."""
+        message = JobCancel(job_id=job_id, grace_s=grace_s)
+        await self.broker.publish(Outgoing(self.broker.names.jobs_exchange, JOB_CANCEL_KEY, encode(message), "job.cancel"))
+
+    async def resume(self, message: JobResume) -> None:
+        """Ask the planner to start the job's next run (confirmed)."""
+        await self.broker.publish(Outgoing(self.broker.names.jobs_exchange, JOB_RESUME_KEY, encode(message), message.kind))
 
     async def wait(self, job_id: str, *, timeout_s: float | None = None,
                    on_event: Callable[[Event], None] | None = None) -> JobResult:
@@ -157,6 +171,7 @@ class Client(AsyncResource):
         steps = await self.store.all_outputs(job_id)
         reports: dict[str, StepReport] = {}
         payloads: dict[str, Any] = {}
+        metrics: dict[str, list[Metric]] = {}
         for name in doc.get("step_names", []):
             state = StepState(steps[name]["state"]) if name in steps else StepState.PENDING
             outputs = steps[name]["outputs"] if name in steps and state is StepState.SUCCEEDED else {}
@@ -167,15 +182,20 @@ class Client(AsyncResource):
             record = steps.get(name, {})
             error_doc = record.get("error") or {}
             reports[name] = StepReport(status=state, outputs=outputs, duration_s=record.get("duration_s"),
-                                       traceback=error_doc.get("traceback") if isinstance(error_doc, dict) else None)
+                                       traceback=error_doc.get("traceback") if isinstance(error_doc, dict) else None,
+                                       attempts=record.get("attempt"))
+            points = [Metric.model_validate(point) for point in record.get("metrics") or [] if isinstance(point, dict)]
+            if points:
+                metrics[name] = points
         error = doc.get("error")
-        return JobResult(status=doc["state"], steps=reports, artifact_payloads=payloads,
+        return JobResult(status=doc["state"], steps=reports, artifact_payloads=payloads, metrics=metrics, seed=doc.get("seed"),
                          error=StepError(step=error["step"], type=error["type"], message=error["message"]) if error else None)
 
     async def submit_and_wait(self, document_text: str, parameters: Mapping[str, Any] | None = None, *,
                               name: str = "job.yaml", fail_fast: bool = True, timeout_s: float | None = None,
-                              on_event: Callable[[Event], None] | None = None) -> JobResult:
-        submission = JobSubmission(document=document_text, document_name=name, parameters=dict(parameters or {}), fail_fast=fail_fast)
+                              on_event: Callable[[Event], None] | None = None, seed: int | None = None) -> JobResult:
+        submission = JobSubmission(document=document_text, document_name=name, parameters=dict(parameters or {}), fail_fast=fail_fast,
+                                   **({} if seed is None else {"seed": seed}))
         job_id = await self.submit(submission)
         return await self.wait(job_id, timeout_s=timeout_s, on_event=on_event)
 

@@ -9,7 +9,9 @@ Used by ``theodolite up``, the integration tests and the benchmark::
 ``stop()`` sends SIGTERM to workers, then the planners, then the Mongo-wire server, and
 waits for each (SIGKILL after a grace period). ``planners=N`` starts N planner processes
 (``planner``, ``planner-1``, ...); ``cluster.children`` lists every process started (a list),
-``cluster.children("planner")`` the live ones of a role.
+``cluster.children("planner")`` the live ones of a role. ``metrics=True`` gives each service
+a free port for its ``/metrics``, ``/healthz`` and ``/readyz`` (``child.base_url``, kept
+across restarts; ``theodolite up`` prints them); otherwise none serves them.
 
 :class:`Supervisor` restarts children that exit, with backoff (:class:`RestartPolicy`: 1 s
 doubling to 30 s, back to 1 s for a child that had run a minute); ``theodolite up`` uses it.
@@ -36,6 +38,8 @@ from typing import IO, Any, Self
 from shared.distributed_errors import BrokerUnavailable
 from shared.settings import Settings
 from shared.transport import Broker
+
+METRICS_PORT_OPTION = "--metrics-port"
 
 
 def free_port() -> int:
@@ -80,6 +84,18 @@ class Child:
     role: str = ""
     """``planner`` or ``worker``."""
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of its ``/metrics``, ``/healthz`` and ``/readyz`` (0: it serves none)."""
+        if METRICS_PORT_OPTION not in self.args[:-1]:
+            return 0
+        return int(self.args[self.args.index(METRICS_PORT_OPTION) + 1])
+
+    @property
+    def base_url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` of its metrics and health endpoints, or None."""
+        return f"http://127.0.0.1:{self.metrics_port}" if self.metrics_port else None
 
 
 class ChildList(list[Child]):
@@ -170,7 +186,8 @@ class LocalCluster:
 
     def __init__(self, settings: Settings, workers: Mapping[str, int], *, plugin_dirs: Sequence[str | Path] = (),
                  start_mongo: bool | None = None, mongo_data_dir: Path | str | None = None, log_dir: Path | str | None = None,
-                 worker_concurrency: int | None = None, extra_env: Mapping[str, str] | None = None, planners: int = 1) -> None:
+                 worker_concurrency: int | None = None, extra_env: Mapping[str, str] | None = None, planners: int = 1,
+                 metrics: bool = False) -> None:
         self.settings = settings
         self.workers = dict(workers)
         self.plugin_dirs = [str(Path(d).resolve()) for d in plugin_dirs]
@@ -182,6 +199,7 @@ class LocalCluster:
         if planners < 1:
             raise ValueError(f"a cluster needs at least one planner, not {planners}")
         self.planners = planners
+        self.metrics = metrics
         self.mongo: MongoWireServer | None = None
         self.children = ChildList()
 
@@ -238,10 +256,15 @@ class LocalCluster:
         if index is None:
             live = {c.name for c in self.children("planner")}
             index = next(i for i in range(len(live) + 1) if planner_name(i) not in live)
-        return self._spawn(planner_name(index), ["planner"], "planner")
+        return self._spawn(planner_name(index), ["planner", *self._metrics_args()], "planner")
+
+    def _metrics_args(self) -> list[str]:
+        """``--metrics-port`` of a new service: a free port of its own, or 0 (none), whatever
+        THEODOLITE_METRICS_PORT says (the services of one machine cannot share a port)."""
+        return [METRICS_PORT_OPTION, str(free_port() if self.metrics else 0)]
 
     def start_worker(self, device: str, index: int = 0) -> Child:
-        args = ["worker", "--device", device]
+        args = ["worker", "--device", device, *self._metrics_args()]
         if self.worker_concurrency:
             args += ["--concurrency", str(self.worker_concurrency)]
         return self._spawn(f"worker-{device}-{index}", args, "worker")
@@ -331,7 +354,8 @@ class LocalCluster:
 
     def describe(self) -> dict[str, Any]:
         return {"namespace": self.settings.namespace, "mongo_url": self.settings.mongo_url,
-                "processes": {c.name: c.process.pid for c in self.children}}
+                "processes": {c.name: c.process.pid for c in self.children},
+                "metrics": {c.name: f"{c.base_url}/metrics" for c in self.children if c.base_url}}
 
 
 class Supervisor:

@@ -23,8 +23,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from services.cli_options import params_option, plugins_option
-from shared.states import JobState
+from services.cli_options import params_option, plugins_option, seed_option
+
+metrics_port_option = click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=None,
+    help="Serve /metrics, /healthz and /readyz on this port (default THEODOLITE_METRICS_PORT; 0: none; "
+         "address THEODOLITE_METRICS_HOST, default 127.0.0.1).")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2  # those of `run` (services.job_input)
 
@@ -86,13 +90,14 @@ def _run_service(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
 @click.command()
 @plugins_option
+@metrics_port_option
 @click.option("-v", "--verbose", is_flag=True)
-def planner(plugin_dirs: tuple[str, ...], verbose: bool) -> None:
+def planner(plugin_dirs: tuple[str, ...], metrics_port: int | None, verbose: bool) -> None:
     """Run the planner service: validate jobs, persist them, dispatch ready steps."""
     from services.planner import Planner
 
     _logging(verbose)
-    settings = _settings()
+    settings = _settings(metrics_port=metrics_port)
     logging.getLogger("theodolite.planner").info("settings: %r", settings)
     sys.exit(_run_service(Planner(settings, plugin_dirs).run))
 
@@ -103,8 +108,10 @@ def planner(plugin_dirs: tuple[str, ...], verbose: bool) -> None:
 @click.option("--prefetch", type=click.IntRange(min=1), default=None, help="Unacked deliveries (default: concurrency; 1 on gpu).")
 @click.option("--isolation", type=click.Choice(["process", "thread"]), default=None, help="Where tasks that do not choose run: a child process per slot (killable; default THEODOLITE_ISOLATION or process) or a thread.")
 @plugins_option
+@metrics_port_option
 @click.option("-v", "--verbose", is_flag=True)
-def worker(device: str, concurrency: int | None, prefetch: int | None, isolation: str | None, plugin_dirs: tuple[str, ...], verbose: bool) -> None:
+def worker(device: str, concurrency: int | None, prefetch: int | None, isolation: str | None, plugin_dirs: tuple[str, ...],
+           metrics_port: int | None, verbose: bool) -> None:
     """Run a worker consuming the steps of one device type."""
     from services.worker import prepare_device_environment
 
@@ -112,7 +119,7 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, isolation
     description = prepare_device_environment(device)  # before anything imports JAX
     from services.worker import Worker
 
-    settings = _settings(isolation=isolation)
+    settings = _settings(isolation=isolation, metrics_port=metrics_port)
     log = logging.getLogger("theodolite.worker")
     log.info("%s", description)
     instance = Worker(settings, device, concurrency=concurrency, prefetch=prefetch, plugin_dirs=plugin_dirs)
@@ -126,17 +133,20 @@ def worker(device: str, concurrency: int | None, prefetch: int | None, isolation
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit 0 succeeded, 1 failed, 2 invalid.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the job id, or with --wait the result as `run --json` does.")
 @click.option("--keep-going", is_flag=True, help="After a failure, keep running branches that do not depend on it.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after this many seconds (exit 1).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: stop waiting after this many seconds (exit 1; the job runs on).")
 @click.option("--artifact", "artifacts", multiple=True, metavar="NAME=PATH", help="File for an artifact input (.npy, .npz, .json, .yaml, or raw bytes); stored in MongoDB.")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None, help="With --wait: where artifact outputs are written (default .theodolite/runs/TIME/).")
 @click.option("--progress/--no-progress", default=None, help="With --wait: live progress on stderr (default: when stderr is a terminal).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the job (repeatable); `theodolite jobs --label` finds it.")
+@seed_option
 def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wait: bool, as_json: bool,
            keep_going: bool, timeout_s: float | None, artifacts: tuple[str, ...], artifacts_dir: str | None,
-           progress: bool | None) -> None:
+           progress: bool | None, labels: tuple[str, ...] = (), seed: int | None = None) -> None:
     """Send FILE to the planner as a job (validated here first).
 
     A plugin module this machine does not have is a warning: the cluster's workers may hold it.
-    With --wait, prints what `run` prints (progress, the step table, the metrics).
+    With --wait, prints what `run` prints (progress, the step table, the metrics); Ctrl-C detaches
+    (the job runs on; `theodolite wait JOB` follows it again, exit 130).
 
     Which cluster: the THEODOLITE_* environment variables win; else the .theodolite/cluster.json
     that a running `theodolite up` wrote in the current directory; else the defaults
@@ -145,8 +155,13 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
     """
     from services.display import stderr_is_terminal
     from services.job_input import PluginDemand, check_job, print_issues, refuse
+    from shared.labels import parse_labels
     from shared.messages import JobSubmission
 
+    try:
+        job_labels = parse_labels(labels)
+    except ValueError as problem:
+        raise click.BadParameter(str(problem), param_hint="--label") from None
     settings = _settings()
     prepared, issues = check_job(file, params, plugin_dirs, PluginDemand.DOCUMENT_ONLY, artifacts=artifacts)
     if prepared is None:
@@ -154,7 +169,8 @@ def submit(file: str, params: tuple[str, ...], plugin_dirs: tuple[str, ...], wai
     print_issues(file, issues)
     text = Path(file).read_text(encoding="utf-8")
     submission = JobSubmission(document=text, document_name=file, parameters=prepared.given, fail_fast=not keep_going,
-                               artifacts=sorted(prepared.artifact_values))
+                               artifacts=sorted(prepared.artifact_values), labels=job_labels,
+                               **({} if seed is None else {"seed": seed}))
     show = stderr_is_terminal() if progress is None else progress
     tasks = {name: step.task for name, step in prepared.document.steps.items()}
     total = len(tasks) + len(prepared.document.artifact_outputs)
@@ -169,9 +185,8 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
     from pymongo.errors import PyMongoError
 
     from services.client import Client
-    from services.display import follow_with_progress
-    from services.result_table import print_result
-    from shared.distributed_errors import DistributedError, JobRejected
+    from services.follow import follow_job
+    from shared.distributed_errors import DistributedError
 
     try:
         async with Client(settings) as client:
@@ -181,18 +196,9 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
             if not wait:
                 click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
                 return EXIT_OK
-            click.echo(f"job {job_id} submitted", err=True)
-            try:
-                outcome = await follow_with_progress(
-                    lambda on_event: client.wait(job_id, timeout_s=timeout_s, on_event=on_event),
-                    total=total_steps, show=show_progress)
-            except JobRejected as rejected:
-                for problem in rejected.problems:
-                    click.echo(problem, err=True)
-                return EXIT_INVALID
-            except TimeoutError as error:
-                click.echo(f"error: {error}", err=True)
-                return EXIT_FAILED
+            click.echo(f"job {job_id} submitted (Ctrl-C detaches; the job runs on)", err=True)
+            return await follow_job(client, job_id, as_json=as_json, timeout_s=timeout_s, show_progress=show_progress,
+                                    total_steps=total_steps, artifacts_dir=artifacts_dir, step_tasks=step_tasks)
     except DistributedError as error:
         click.echo(f"error: {error}", err=True)
         return EXIT_FAILED
@@ -201,21 +207,6 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
 
         click.echo(f"error: MongoDB: {short(error)}", err=True)
         return EXIT_FAILED
-    if outcome.artifact_payloads:
-        from shared.execution.artifact_files import write_artifact_payload
-
-        target = Path(artifacts_dir) if artifacts_dir else Path(".theodolite", "runs", time.strftime("%Y%m%d-%H%M%S"))
-        outcome.artifacts = {name: write_artifact_payload(target, name, payload) for name, payload in outcome.artifact_payloads.items()}
-    if as_json:
-        click.echo(json.dumps(outcome.to_json_dict(), allow_nan=False, default=str))
-    else:
-        for name, report in outcome.steps.items():
-            report.task = report.task or (step_tasks or {}).get(name)
-        print_result(outcome)
-        click.echo(f"job {job_id}: {outcome.status}", err=True)
-        for name, path in (outcome.artifacts or {}).items():
-            click.echo(f"artifact {name}: {path}")
-    return EXIT_OK if outcome.status == JobState.SUCCEEDED else EXIT_FAILED
 
 
 @click.command()
@@ -227,6 +218,9 @@ async def _submit(settings: Any, submission: Any, *, wait: bool, as_json: bool, 
               help="Mongo-wire server data and process logs.")
 def up(workers_text: str, planners: int, plugin_dirs: tuple[str, ...], data_dir: str) -> None:
     """Start a local cluster (Mongo-wire server unless THEODOLITE_MONGO_URL is set, planners, workers); Ctrl-C stops it.
+
+    Each service serves /metrics, /healthz and /readyz on a free port of its own; the URLs are
+    printed (`planner metrics http://127.0.0.1:PORT/metrics`).
 
     A planner or worker that exits is restarted, after 1 s doubling to 30 s for one that keeps
     exiting (back to 1 s once it had run a minute); each exit and restart is one line on stderr.
@@ -255,7 +249,7 @@ def up(workers_text: str, planners: int, plugin_dirs: tuple[str, ...], data_dir:
             sys.exit(EXIT_FAILED)
     root = Path(data_dir)
     cluster = LocalCluster(settings, workers, plugin_dirs=plugin_dirs, mongo_data_dir=root / "mongo", log_dir=root / "logs",
-                           planners=planners)
+                           planners=planners, metrics=True)
     stop = {"now": False}
 
     def request_stop(*_: Any) -> None:
@@ -275,6 +269,8 @@ def up(workers_text: str, planners: int, plugin_dirs: tuple[str, ...], data_dir:
                    f"THEODOLITE_NAMESPACE={info['namespace']} THEODOLITE_DB={cluster.settings.db}", err=True)
         for name, pid in info["processes"].items():
             click.echo(f"  {name}: pid {pid}", err=True)
+        for name, url in info["metrics"].items():
+            click.echo(f"  {name} metrics {url}", err=True)
         supervisor = Supervisor(cluster)
         while not stop["now"]:
             for line in supervisor.poll():

@@ -3,21 +3,25 @@
 The order is the book's. Publishes go out at once (confirmed; their routing is reported
 back to the book); every MongoDB write is queued on the :class:`OrderedWriter` and the job
 events that announce a write (``job.running``, ``job.<terminal>``, ``job.rejected``) are
-published only after that write is durable, after every step event of the job still
-buffered. Step events are buffered per job and published every ``EVENT_FLUSH_S``.
+published only after that write is durable. Every event of a job carries its number
+(``seq``); events wait in the :class:`~services.planner_events.EventOutbox` until the job's
+stream reaches them and a durable reservation (``ReserveSeq``) covers their numbers, and go
+out every ``EVENT_FLUSH_S`` (a job's at once when a job event is published), cut into one
+message per run of one type (routing key ``job.<job id>.<type>``, docs/events.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from services.planner_events import EventOutbox, runs
 from services.planner_ports import PlannerBroker, PlannerStore
 from services.planner_writer import Mark, OrderedWriter, StepMark
-from shared.constants import job_event_key, step_event_key
+from shared.constants import job_event_key, planner_event_key
 from shared.messages import (
     Event,
     EventBatch,
@@ -42,6 +46,7 @@ from shared.planner.effects import (
     Record,
     RejectJob,
     Requeue,
+    ReserveSeq,
     StartJob,
     StopSteps,
 )
@@ -59,7 +64,7 @@ class Clock(Protocol):
 
 class EffectRunner:
     """Carries out effects for one planner; owns nothing (the planner owns store, broker,
-    writer and book) but the buffer of step events."""
+    writer and book) but the events on their way out."""
 
     def __init__(self, book: JobBook, store: PlannerStore, broker: PlannerBroker, writer: OrderedWriter, planner_id: str,
                  clock: Clock = time.time) -> None:
@@ -69,7 +74,11 @@ class EffectRunner:
         self.writer = writer
         self.planner_id = planner_id
         self.clock = clock
-        self._events: dict[str, list[Event]] = defaultdict(list)
+        self.outbox = EventOutbox()
+        self._flushing = asyncio.Lock()
+        """One flush at a time: a job's events go out in number order."""
+        self.on_job_finished: Callable[[JobState], object] | None = None
+        """Told each job's terminal state once it is durable (the planner's metrics)."""
 
     async def run(self, effects: Sequence[Effect]) -> None:
         """Carry out ``effects`` in order; consecutive publishes go out together."""
@@ -88,8 +97,11 @@ class EffectRunner:
 
     async def _one(self, effect: Effect) -> None:
         match effect:
-            case Emit(job_id=job_id, events=events):
-                self._events[job_id].extend(events)
+            case Emit(events=events):
+                self.outbox.add(events)
+            case ReserveSeq(job_id=job_id, start=start):
+                self.outbox.begin(job_id, start)
+                await self.writer.call(lambda: self._reserve(effect), f"event numbers of job {effect.job_id}")
             case MarkDispatched(job_id=job_id, steps=steps):
                 await self.writer.mark(Mark.DISPATCHED, job_id, steps)
             case StopSteps(job_id=job_id, steps=steps, state=state):
@@ -161,8 +173,8 @@ class EffectRunner:
 
     # writes with events -------------------------------------------------------------------
     async def _control(self, effect: ControlJob) -> None:
-        await self.store.set_job_control(effect.job_id, claim=effect.claim, stop=effect.stop)
-        control = JobControl(job_id=effect.job_id, claim=effect.claim, stop=effect.stop)
+        await self.store.set_job_control(effect.job_id, claim=effect.claim, stop=effect.stop, grace_s=effect.grace_s)
+        control = JobControl(job_id=effect.job_id, claim=effect.claim, stop=effect.stop, grace_s=effect.grace_s)
         await self.broker.publish(Outgoing(self.broker.names.control_exchange, "", encode(control), control.kind, persistent=False))
 
     async def _start(self, effect: StartJob) -> None:
@@ -173,16 +185,25 @@ class EffectRunner:
     async def _finish(self, effect: FinishJob) -> None:
         changed = await self.store.set_job_state(effect.job_id, [JobState.PENDING, JobState.RUNNING], effect.state,
                                                  finished_at=effect.at, error=effect.error)
-        if changed or effect.job_id in self.book:
+        if effect.job_id in self.book:
             await self.job_event(effect.event)
+            log.info("job %s %s", effect.job_id, effect.state)
+        elif changed:  # a cancel of a pending job no planner runs: it takes one number of its own
+            seq = await self.store.next_event_seq(effect.job_id)
+            await self.job_event(effect.event.model_copy(update={"seq": seq}), numbered_here=False)
             log.info("job %s %s", effect.job_id, effect.state)
         else:  # a cancel of a job that had finished, or that no planner knows
             log.info("job %s: not pending or running, so not %s", effect.job_id, effect.state)
+        if (changed or effect.job_id in self.book) and self.on_job_finished is not None:
+            self.on_job_finished(effect.state)
         self.book.forget(effect.job_id)
+        self.outbox.close(effect.job_id)
 
     async def _reject(self, effect: RejectJob) -> None:
         await self.store.insert_rejected_job(effect.job_id, effect.name, effect.problems, at=effect.at)
-        await self.job_event(effect.event)
+        if self.on_job_finished is not None:
+            self.on_job_finished(JobState.REJECTED)
+        await self.job_event(effect.event, numbered_here=False)  # number 1, the job's only event
         log.info("job %s rejected: %s", effect.job_id, "; ".join(effect.problems)[:500])
 
     async def write_marks(self, item: StepMark) -> None:
@@ -198,22 +219,47 @@ class EffectRunner:
                 await self.store.stop_steps(item.job_id, item.names, StepState.CANCELLED)
 
     # events -------------------------------------------------------------------------------
-    async def job_event(self, event: Event) -> None:
-        """A job-level event: after the job's buffered step events; recorded and published."""
-        job_id = str(event.job_id)
-        await self.flush_events(job_id)
+    async def _reserve(self, effect: ReserveSeq) -> None:
+        """The reservation, written (fenced); its numbers may be published once it is durable."""
+        if await self.store.reserve_event_seq(effect.job_id, effect.upto):
+            self.outbox.reserved(effect.job_id, effect.upto)
+        else:
+            log.warning("job %s: event numbers up to %d not reserved (the job is gone, or another planner holds it); "
+                        "its events are held back", effect.job_id, effect.upto)
+
+    async def job_event(self, event: Event, *, numbered_here: bool = True) -> None:
+        """A job-level event, once its write is durable: recorded, then published with the
+        job's events before it (``numbered_here``: its number is the book's, so it waits its
+        turn in the outbox; else it goes out at once)."""
         await self.store.record_events([event.model_dump(mode="json")])
-        await self.publish_event(event, job_event_key(job_id, str(event.state)))
+        if numbered_here:
+            self.outbox.add([event])
+            await self.flush_events(str(event.job_id))
+        else:
+            await self.publish_event(event)
 
     async def flush_events(self, job_id: str | None = None) -> None:
-        for job in [job_id] if job_id is not None else list(self._events):
-            events = self._events.pop(job, None)
+        """Publish what the outbox lets out (of one job, or of all), one message per run."""
+        async with self._flushing:
+            events = self.outbox.take(job_id)
             if not events:
-                continue
+                return
             try:
-                await self.publish_event(EventBatch(job_id=job, events=events), step_event_key(job))
+                await self.broker.publish_many([self._event_message(run) for run in runs(events)])
             except Exception as error:  # noqa: BLE001 - events inform; MongoDB has the state
-                log.warning("publishing step events failed: %r", error)
+                log.warning("publishing %d event(s) failed: %r", len(events), error)
 
-    async def publish_event(self, event: Event | EventBatch, key: str) -> None:
-        await self.broker.publish(Outgoing(self.broker.names.events_exchange, key, encode(event), event.kind, persistent=False))
+    def _event_message(self, events: list[Event]) -> Outgoing:
+        first = events[0]
+        message: Event | EventBatch = first if len(events) == 1 else EventBatch(job_id=first.job_id, events=events)
+        return Outgoing(self.broker.names.events_exchange, self.event_key(first), encode(message), message.kind, persistent=False)
+
+    def event_key(self, event: Event) -> str:
+        if event.job_id is not None:
+            return job_event_key(event.job_id, event.type)
+        return planner_event_key(self.planner_id, event.type)
+
+    async def publish_event(self, event: Event) -> None:
+        """One event, at once (not about a job, or a job's only event)."""
+        await self.broker.publish(Outgoing(self.broker.names.events_exchange, self.event_key(event), encode(event), event.kind,
+                                           persistent=False))

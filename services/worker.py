@@ -65,10 +65,17 @@ from services.worker_control import (
 from services.worker_device import prepare_device_environment
 from services.worker_execution import StepExecutor
 from services.worker_faults import backoff_s, delivery_number, is_infrastructure
+from services.worker_logs import StepLogs
+from services.worker_presence import WorkerPresence
 from services.worker_publish import WorkerPublisher
-from services.worker_results import ResultWriter, outcome_notice, step_notice, stored_notice
+from services.worker_results import Outcome, Reports, ResultWriter, outcome_notice, step_notice, stored_notice
 from shared.distributed_errors import BrokerError, MessageError
-from shared.messages import StepDispatch, StepNotice, parse_dispatches
+from shared.events import WorkerEventType
+from shared.messages import DEFAULT_CANCEL_GRACE_S, StepDispatch, StepNotice, parse_dispatches
+from shared.observability.health import MongoWatch, Readiness
+from shared.observability.http import metrics_server
+from shared.observability.metrics import WorkerMetrics, task_label
+from shared.observability.reasons import RejectReason
 from shared.outages import short, transient
 from shared.plugin_catalog import builtin_plugins_root, plugin_dirs_from_env
 from shared.plugin_registry import PluginRegistry
@@ -134,21 +141,34 @@ class Worker:
         self._finished: OrderedDict[StepKey, None] = OrderedDict()
         """Steps this worker finished recently: a duplicate delivery of one is not run again."""
         self._writer = ResultWriter(self.store)
+        self._logs = StepLogs(self.store, self.worker_id)
         self._executor = StepExecutor(settings, self.store, self.registry, concurrency=self.concurrency, device=device,
                                       on_timeout_warning=lambda dispatch, elapsed_s, timeout_s: self._publisher.timeout_warning(
-                                          dispatch, elapsed_s, timeout_s))
+                                          dispatch, elapsed_s, timeout_s), worker_id=self.worker_id, on_logs=self._logs.append,
+                                      on_metric=lambda dispatch, metric: self._publisher.metric(dispatch, metric))
         self._background: set[asyncio.Task[Any]] = set()
         self._publisher = WorkerPublisher(self.broker, self.worker_id)
+        self._presence = WorkerPresence(self.broker, self.worker_id, device, self.concurrency, settings.heartbeat_s,
+                                        lambda: (len(self._inflight), self.completed))
         self._stopping = asyncio.Event()
         """Set when draining starts: deliveries waiting out a backoff are handed back at once."""
         self.completed = 0
+        self.metrics = WorkerMetrics(device, self.concurrency)
+        self._mongo = MongoWatch(lambda: self.store.db.command("ping"))
+        self._http = metrics_server(settings.metrics_port, settings.metrics_host, self.metrics.registry, self.readiness,
+                                    name=self.worker_id)
+
+    def readiness(self) -> Readiness:
+        """``/readyz``: connected to RabbitMQ and MongoDB, and consuming (not draining)."""
+        return Readiness(mongodb=self._mongo.reachable, rabbitmq=self.broker.connected.is_set(),
+                         consuming=self.broker.consuming and not self._stopping.is_set())
 
     # lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         os.environ[WORKER_ID_ENV] = self.worker_id
         os.environ[WORKER_DEVICE_ENV] = self.device
         try:
-            async with self.store, self.broker:
+            async with self._http, self.store, self._mongo, self.broker:
                 # Consumers are subscribed again on every new connection (a RabbitMQ restart
                 # closes it: the broker reconnects with backoff; this worker and its running
                 # steps carry on, and their notices go out once it is back).
@@ -160,15 +180,19 @@ class Worker:
                 heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
                 events = asyncio.create_task(self._publisher.run(), name="worker-events")
                 writer = asyncio.create_task(self._writer.run(), name="worker-results")
+                live_logs = asyncio.create_task(self._logs.run(), name="worker-live-logs")
                 log.info("worker %s consuming %s (concurrency %d, prefetch %d)", self.worker_id,
                          self.broker.names.steps_queue(self.device), self.concurrency, self.prefetch)
+                await self._presence.announce(WorkerEventType.ONLINE)
+                presence = asyncio.create_task(self._presence.run(), name="worker-presence")
                 stopped = asyncio.create_task(stop.wait())
                 await asyncio.wait([stopped, *runners], return_when=asyncio.FIRST_COMPLETED)
                 await self._drain(runners)
-                for task in (stopped, heartbeat, events, writer):
+                for task in (stopped, heartbeat, events, writer, presence, live_logs):
                     task.cancel()
-                await asyncio.gather(stopped, heartbeat, events, writer, *runners, return_exceptions=True)
+                await asyncio.gather(stopped, heartbeat, events, writer, presence, live_logs, *runners, return_exceptions=True)
                 await self._flush_events()
+                await self._presence.announce(WorkerEventType.OFFLINE, timeout_s=min(2.0, self.settings.heartbeat_s))
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
         finally:
@@ -239,14 +263,14 @@ class Worker:
         if orphaned(message):  # prefetched on a connection lost since: RabbitMQ delivers it again
             log.debug("skipping delivery %s of a closed channel", message.delivery_tag)
             return
-        async with settle(message, ack=False):
+        async with settle(message, ack=False, on_reject=self.metrics.rejected):
             try:
                 dispatches = parse_dispatches(message.body, self.settings.max_message_bytes)
             except MessageError as problem:
-                raise Reject(problem.reason) from None
+                raise Reject(problem.reason, RejectReason.MALFORMED) from None
             wrong = next((d.device for d in dispatches if d.device != self.device), None)
             if wrong is not None:
-                raise Reject(f"step for device {wrong!r} delivered to a {self.device!r} worker")
+                raise Reject(f"step for device {wrong!r} delivered to a {self.device!r} worker", RejectReason.WRONG_DEVICE)
             delivery = Delivery(message)
             deadline = asyncio.get_running_loop().call_later(self.settings.ack_deadline_s, self._ack_early, delivery)
             try:
@@ -319,16 +343,20 @@ class Worker:
             inflight.timer = asyncio.get_running_loop().call_later(self.settings.claim_after_s, self._spawn_claim, inflight)
         self._publisher.running(dispatch)
         try:
-            outcome = await self._executor.execute(dispatch, job)
+            outcome = await self._execute(dispatch, job)
+            retry_at = None if outcome.retry_delay_s is None else time.time() + outcome.retry_delay_s
+            reports = outcome.reports or Reports()
+            await self._logs.final(dispatch, reports, outcome.error)  # before the result: a finished job has all its logs
             recorded = await asyncio.shield(self._writer.write(Finish(
                 dispatch.job_id, dispatch.step, dispatch.attempt, self.worker_id, succeeded=outcome.error is None,
-                outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s,
+                outputs=outcome.outputs, error=outcome.error, duration_s=outcome.duration_s, retry_at=retry_at,
+                cancelled=outcome.cancelled, metrics=reports.metrics, artifacts=reports.artifacts,
             )))
             self._remember_finished(key)
             if recorded:
                 self._executor.remember_outputs(dispatch, outcome)
                 self.completed += 1
-                return outcome_notice(dispatch, outcome, self.worker_id)
+                return outcome_notice(dispatch, outcome, self.worker_id, retry_at=retry_at)
             log.info("step %s of job %s attempt %d finished but was superseded; result discarded",
                      dispatch.step, dispatch.job_id, dispatch.attempt)
             return await self._finished_notice(dispatch)
@@ -421,10 +449,16 @@ class Worker:
     # control words, leases ----------------------------------------------------------------
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
         """A ``job.control`` word: remember it; with ``claim``, claim the job's running steps now."""
-        async with settle(message):
+        async with settle(message, on_reject=self.metrics.rejected):
             control = parse_control(message, self.settings.max_message_bytes)
             flags = self._control.update(control)
+            self._executor.forget_job(control.job_id)
             log.info("job %s: control word claim=%s stop=%s", control.job_id, flags.claim, flags.stop)
+            if control.stop is StepState.CANCELLED:
+                grace_s = DEFAULT_CANCEL_GRACE_S if control.grace_s is None else control.grace_s
+                told = self._executor.cancel_job(control.job_id, grace_s)
+                if told:
+                    log.info("job %s cancelled: %d running step(s) stop within %g s", control.job_id, told, grace_s)
             if flags.claim:
                 for inflight in list(self._inflight.values()):
                     if inflight.dispatch.job_id == control.job_id and not inflight.claimed:
@@ -443,6 +477,14 @@ class Worker:
                     else:  # MongoDB is away: renewed on the next beat (leases outlast a few missed ones)
                         log.warning("renewing %d lease(s) failed (%s); trying again in %.1f s", len(claimed), short(error),
                                     self.settings.lease_s / 3)
+
+    async def _execute(self, dispatch: StepDispatch, job: JobRecord | Outcome) -> Outcome:
+        """Run the step (:meth:`StepExecutor.execute`), counted in the worker's metrics."""
+        document = job.document if isinstance(job, JobRecord) else None
+        with self.metrics.step(task_label(document, dispatch.step)) as run:
+            outcome = await self._executor.execute(dispatch, job)
+            run.ended(succeeded=outcome.error is None, duration_s=outcome.duration_s)
+        return outcome
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

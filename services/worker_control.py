@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from shared.constants import HEADER_KIND, Names
 from shared.distributed_errors import MessageError
 from shared.messages import JobControl, StepDispatch, parse
+from shared.observability.reasons import RejectReason
 from shared.states import StepState
 from shared.store import JobRecord
 from shared.transport.settle import Reject
@@ -147,11 +148,11 @@ def parse_control(message: AbstractIncomingMessage, max_bytes: int) -> JobContro
     of another kind or not a valid :class:`JobControl`."""
     kind = (message.headers or {}).get(HEADER_KIND)
     if kind is not None and str(kind) != CONTROL_KIND:
-        raise Reject(f"a {kind!r} message on the control exchange")
+        raise Reject(f"a {kind!r} message on the control exchange", RejectReason.WRONG_KIND)
     try:
         return parse(JobControl, message.body, max_bytes)
     except MessageError as problem:
-        raise Reject(f"bad job control message: {problem.reason}") from None
+        raise Reject(f"bad job control message: {problem.reason}", RejectReason.MALFORMED) from None
 
 
 async def declare_control_queue(channel: AbstractChannel, names: Names, worker_id: str) -> AbstractQueue:

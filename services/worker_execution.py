@@ -22,17 +22,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from services.worker_faults import is_infrastructure
-from services.worker_results import TRACEBACK_CHARS, Outcome, error_dict
+from services.worker_results import TRACEBACK_CHARS, Outcome, Reports, error_dict
+from shared.errors import StepCancelledError
 from shared.execution import wire
+from shared.execution.cancellation import Cancellation
 from shared.execution.failure import Failure
 from shared.execution.invoke import referenced_steps, resolve_arguments
-from shared.execution.isolation import TaskRunner
+from shared.execution.isolation import Reporting, TaskRunner
 from shared.execution.options import ExecutionOptions
 from shared.messages import StepDispatch
+from shared.observability.reasons import RejectReason
 from shared.plugin_registry import PluginRegistry
 from shared.settings import Settings
-from shared.states import ErrorKind
+from shared.states import ErrorKind, StepState
 from shared.store import JobRecord, Store
+from shared.task_context import ContextInfo, Metric, derive_seed
 from shared.transport.settle import Reject
 
 JOB_CACHE_SIZE = 64
@@ -42,6 +46,10 @@ log = logging.getLogger("theodolite.worker")
 TimeoutWarningHook = Callable[[StepDispatch, float, float], None]
 """``hook(dispatch, elapsed_s, timeout_s)``, called on the event loop when a step has run 80 %
 of its timeout (the worker publishes it as a ``step.timeout_warning`` event)."""
+MetricHook = Callable[[StepDispatch, Metric], None]
+"""``hook(dispatch, metric)``, on the event loop, as a running task logs a metric."""
+LogsHook = Callable[[StepDispatch, str], None]
+"""``hook(dispatch, text)``, on the event loop, with what a running task printed since the last call."""
 
 
 class StepExecutor:
@@ -50,11 +58,17 @@ class StepExecutor:
     downstream steps need no read for them)."""
 
     def __init__(self, settings: Settings, store: Store, registry: PluginRegistry, *, concurrency: int, device: str,
-                 on_timeout_warning: TimeoutWarningHook | None = None) -> None:
+                 on_timeout_warning: TimeoutWarningHook | None = None, worker_id: str = "",
+                 on_metric: MetricHook | None = None, on_logs: LogsHook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.on_timeout_warning = on_timeout_warning
+        self.worker_id = worker_id
+        self.on_metric = on_metric
+        self.on_logs = on_logs
+        self._cancels: dict[tuple[str, str, int], Cancellation] = {}
+        """The running steps' stop requests, by (job, step, attempt) (see :meth:`cancel_job`)."""
         self.runner = TaskRunner(registry, ExecutionOptions(settings.isolation, settings.memory_mb), slots=concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"theodolite-{device}")
         self._jobs: OrderedDict[str, asyncio.Future[JobRecord | None]] = OrderedDict()
@@ -77,11 +91,11 @@ class StepExecutor:
         except Exception as error:
             if is_infrastructure(error):
                 raise
-            raise Reject(f"job {dispatch.job_id} cannot be read: {type(error).__name__}: {error}") from None
+            raise Reject(f"job {dispatch.job_id} cannot be read: {type(error).__name__}: {error}", RejectReason.UNKNOWN_JOB) from None
         if job is None:
-            raise Reject(f"job {dispatch.job_id} is not in the store")
+            raise Reject(f"job {dispatch.job_id} is not in the store", RejectReason.UNKNOWN_JOB)
         if dispatch.step not in job.document.steps:
-            raise Reject(f"job {dispatch.job_id} has no step {dispatch.step!r}")
+            raise Reject(f"job {dispatch.job_id} has no step {dispatch.step!r}", RejectReason.UNKNOWN_JOB)
         return job
 
     async def job(self, job_id: str) -> JobRecord | None:
@@ -152,9 +166,24 @@ class StepExecutor:
                 self._artifacts.popitem(last=False)
         return cached
 
+    def forget_job(self, job_id: str) -> None:
+        """Drop the job's cached record (a control word came: a restored or resumed job may
+        have new flags and parameters); the next step of it reads the job again."""
+        self._jobs.pop(job_id, None)
+        self._artifacts.pop(job_id, None)
+
+    def cancel_job(self, job_id: str, grace_s: float) -> int:
+        """The job is being cancelled: its running steps' tasks see ``context.cancelled()`` at
+        once and are stopped after ``grace_s``. How many steps were told."""
+        told = [cancel for (job, _, _), cancel in list(self._cancels.items()) if job == job_id]
+        for cancel in told:
+            cancel.request(grace_s)
+        return len(told)
+
     def _run_task(self, job: JobRecord, dispatch: StepDispatch, upstream: dict[str, dict[str, Any]],
                   loop: asyncio.AbstractEventLoop) -> Outcome:
-        """In a pool thread: run the task (retries, timeout, isolation), keep the encoded outputs."""
+        """In a pool thread: run the task (timeout, isolation), keep the encoded outputs; a
+        failure says whether the task retries it, and after how long (``retry_delay_s``)."""
         try:
             step = job.document.steps[dispatch.step]
             binding = job.document.tasks[step.task]
@@ -164,17 +193,43 @@ class StepExecutor:
         def warn(elapsed_s: float, timeout_s: float) -> None:
             loop.call_soon_threadsafe(self._timeout_warning, dispatch, elapsed_s, timeout_s)
 
-        run = self.runner.run(dispatch.step, binding, lambda: resolve_arguments(step, job.parameters, upstream),
-                              threshold_bytes=self.settings.gridfs_threshold_bytes, decode=False, on_warning=warn)
+        key = (dispatch.job_id, dispatch.step, dispatch.attempt)
+        cancel = self._cancels[key] = Cancellation()
+        if job.stop is StepState.CANCELLED:  # cancelled before this step started: stop at once if it runs
+            cancel.request(0.0)
+        info = ContextInfo(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt, device=dispatch.device,
+                           worker_id=self.worker_id, seed=derive_seed(job.seed, dispatch.step))
+        on_metric, on_logs = self.on_metric, self.on_logs
+
+        def metric(value: Metric) -> None:
+            if on_metric is not None:
+                loop.call_soon_threadsafe(on_metric, dispatch, value)
+
+        def logs(text: str) -> None:
+            if on_logs is not None:
+                loop.call_soon_threadsafe(on_logs, dispatch, text)
+
+        reporting = Reporting(context=info, cancel=cancel, on_metric=metric, on_logs=logs)
+        try:
+            run = self.runner.run(dispatch.step, binding, lambda: resolve_arguments(step, job.parameters, upstream),
+                                  threshold_bytes=self.settings.gridfs_threshold_bytes, decode=False, on_warning=warn,
+                                  reporting=reporting)
+        finally:
+            self._cancels.pop(key, None)
+        reports = Reports(logs=run.logs, logs_dropped=run.logs_dropped, metrics=[m.model_dump() for m in run.metrics],
+                          artifacts=run.encoded_artifacts)
         if run.failure is not None:
-            return Outcome(error=failure_dict(run.failure))
+            if run.failure.type == StepCancelledError.__name__:
+                return Outcome(error=failure_dict(run.failure), cancelled=True, reports=reports)
+            delay_s = run.failure.retry_delay_s(job.document.retry_policy(dispatch.step), dispatch.attempt)
+            return Outcome(error=failure_dict(run.failure), retry_delay_s=delay_s, reports=reports)
         encoded = run.encoded
         assert encoded is not None
         small = encoded.inline_bytes + sum(len(blob.data) for blob in encoded.blobs) <= CACHEABLE_OUTPUT_BYTES
         values = None
         if small:
             values = run.values if run.values is not None else wire.decode(encoded.tree, encoded.blobs)
-        return Outcome(outputs=encoded, values=values)
+        return Outcome(outputs=encoded, values=values, reports=reports)
 
     def _timeout_warning(self, dispatch: StepDispatch, elapsed_s: float, timeout_s: float) -> None:
         """On the event loop: a step has run 80 % of its timeout."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared import codec
@@ -38,6 +38,22 @@ class Outcome:
     duration_s: float = 0.0
     values: dict[str, Any] | None = None
     """The decoded outputs, kept for this worker's own downstream steps when small."""
+    retry_delay_s: float | None = None
+    """A failure the task retries: the next attempt is due this many seconds from now."""
+    cancelled: bool = False
+    """The task was stopped at the end of its job's cancel grace: the step ends ``cancelled``."""
+    reports: Reports | None = None
+    """What the task printed, logged and reported through its context."""
+
+
+@dataclass
+class Reports:
+    """A step attempt's output capture, metrics and logged artifacts."""
+
+    logs: str = ""
+    logs_dropped: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: codec.Encoded | None = None
 
 
 def error_kind(error: BaseException) -> ErrorKind:
@@ -64,25 +80,33 @@ def stored_kind(value: object) -> ErrorKind:
 
 
 def step_notice(dispatch: StepDispatch, outcome: StepState, worker_id: str, *,
-                error: Mapping[str, Any] | None = None, duration_s: float = 0.0) -> StepNotice:
+                error: Mapping[str, Any] | None = None, duration_s: float = 0.0, retry_at: float | None = None) -> StepNotice:
     info = None
     if error:
         info = StepErrorInfo(type=str(error.get("type", "Error")), message=str(error.get("message", "")),
                              kind=stored_kind(error.get("kind", ErrorKind.TASK)))
     return StepNotice(job_id=dispatch.job_id, step=dispatch.step, attempt=dispatch.attempt, outcome=outcome,
-                      worker_id=worker_id, error=info, duration_s=duration_s)
+                      worker_id=worker_id, error=info, duration_s=duration_s, retry_at=retry_at)
 
 
-def outcome_notice(dispatch: StepDispatch, outcome: Outcome, worker_id: str) -> StepNotice:
-    """The notice of an outcome this worker has just recorded."""
-    state = StepState.FAILED if outcome.error else StepState.SUCCEEDED
-    return step_notice(dispatch, state, worker_id, error=outcome.error, duration_s=outcome.duration_s)
+def outcome_notice(dispatch: StepDispatch, outcome: Outcome, worker_id: str, *, retry_at: float | None = None) -> StepNotice:
+    """The notice of an outcome this worker has just recorded (``retry_at``: a failed attempt
+    recorded as queued for its retry, due then)."""
+    state = StepState.CANCELLED if outcome.cancelled else StepState.FAILED if outcome.error else StepState.SUCCEEDED
+    return step_notice(dispatch, state, worker_id, error=outcome.error, duration_s=outcome.duration_s, retry_at=retry_at)
 
 
 def stored_notice(dispatch: StepDispatch, doc: Mapping[str, Any] | None, worker_id: str) -> StepNotice | None:
     """The notice of a step as MongoDB holds it, if it finished under ``dispatch``'s attempt
-    (succeeded, failed, skipped or cancelled); None otherwise (not ours to report)."""
-    if doc is None or int(doc.get("attempt", 0)) != dispatch.attempt:
+    (succeeded, failed, skipped or cancelled, or failed and stored queued as its retry); None
+    otherwise (not ours to report)."""
+    if doc is None:
+        return None
+    if (int(doc.get("attempt", 0)) == dispatch.attempt + 1 and doc.get("state") == StepState.QUEUED
+            and doc.get("retry_at") is not None):  # this attempt failed and is stored as its retry
+        return step_notice(dispatch, StepState.FAILED, str(doc.get("worker") or worker_id), error=doc.get("error") or None,
+                           duration_s=float(doc.get("duration_s") or 0.0), retry_at=float(doc["retry_at"]))
+    if int(doc.get("attempt", 0)) != dispatch.attempt:
         return None
     try:
         state = StepState(str(doc.get("state")))

@@ -157,7 +157,7 @@ class Probe:
 class EventTap:
     """An exclusive queue bound to the events exchange: what a monitor sees."""
 
-    def __init__(self, settings: Settings, keys: tuple[str, ...] = ("job.#", "steps.#")) -> None:
+    def __init__(self, settings: Settings, keys: tuple[str, ...] = ("job.#",)) -> None:
         self.broker = Broker(settings, name="job-book-faults-tap")
         self.keys = keys
         self.events: list[Event] = []

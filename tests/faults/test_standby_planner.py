@@ -12,11 +12,13 @@ import pytest
 
 from services.client import Client
 from services.cluster import LocalCluster
-from shared.messages import JobSubmission
+from shared.messages import JobSubmission, new_job_id
+from shared.planner.numbering import SEQ_BLOCK
 from shared.settings import Settings
 from shared.store import Store
 from tests.integration import documents
 from tests.support.distributed import TEST_PLUGINS
+from tests.support.event_tap import Tap
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
@@ -43,10 +45,12 @@ def test_the_standby_planner_takes_over_when_the_active_one_is_killed(settings: 
         cluster.wait_ready(60)
         standby = cluster.start_planner(1)  # a second replica of the planner
 
-        async def scenario() -> tuple[dict, float, str, str]:
-            async with Client(settings) as client:
+        job_id = new_job_id()
+
+        async def scenario() -> tuple[dict, float, str, str, list[int]]:
+            async with Client(settings) as client, Tap(settings, (f"job.{job_id}.#",)) as tap:
                 first = await _holder(client.store, settings.namespace)
-                job_id = await client.submit(JobSubmission(document=text))
+                await client.submit(JobSubmission(document=text, job_id=job_id))
                 log = tmp_path / "executions.log"
                 deadline = time.monotonic() + 30
                 while not log.exists() or len(log.read_text().split()) < 4:
@@ -59,9 +63,10 @@ def test_the_standby_planner_takes_over_when_the_active_one_is_killed(settings: 
                     await asyncio.sleep(0.05)
                 takeover_s = time.monotonic() - killed_at
                 result = await client.wait(job_id, timeout_s=90)
-                return result.to_json_dict(), takeover_s, first, second
+                await tap.until("the job's last event", lambda: any(e["type"] == "job.succeeded" for e in tap.job_events(job_id)))
+                return result.to_json_dict(), takeover_s, first, second, [e["seq"] for e in tap.job_events(job_id)]
 
-        result, takeover_s, first, second = asyncio.run(scenario())
+        result, takeover_s, first, second, seqs = asyncio.run(scenario())
         assert standby.process.poll() is None, "the standby planner died"
     assert first != second and _pid_of(second) == standby.process.pid
     assert takeover_s < settings.lease_s, f"takeover took {takeover_s:.1f} s"
@@ -69,3 +74,7 @@ def test_the_standby_planner_takes_over_when_the_active_one_is_killed(settings: 
     executions = (tmp_path / "executions.log").read_text().split()
     assert sorted(executions) == sorted(f"s{i}" for i in range(12)), f"a step ran twice or not at all: {executions}"
     assert "standing by" in (logs / f"{standby.name}.log").read_text()
+    # the job's event numbers: the first planner's, then a jump past its reservation, never one twice
+    before, after = sorted(n for n in set(seqs) if n <= SEQ_BLOCK), sorted(n for n in set(seqs) if n > SEQ_BLOCK)
+    assert before == list(range(1, len(before) + 1)) and before, f"the first planner's numbers have holes: {seqs}"
+    assert after and after == list(range(SEQ_BLOCK + 1, SEQ_BLOCK + 1 + len(after))), f"after the takeover: {seqs}"

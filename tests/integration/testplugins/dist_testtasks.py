@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins import task
+from plugins import TaskContext, task
 
 
 @task(outputs={"value": "number"})
@@ -113,3 +113,72 @@ def too_slow(seconds: float = 3) -> float:
 def exits(code: int = 3) -> float:
     """Calls sys.exit in the worker's thread: the step fails, the worker must keep serving."""
     raise SystemExit(code)
+
+
+@task(outputs={"value": "number"}, retries=2, backoff_s=0.4, max_backoff_s=0.6)
+def flaky_timed(log_dir: str, failures: int = 2) -> float:
+    """Fails ``failures`` times, appending each call's ``time.time()`` to a file, then succeeds."""
+    calls = Path(log_dir) / "flaky_timed.calls"
+    with calls.open("a", encoding="utf-8") as file:
+        file.write(f"{time.time()}\n")
+    seen = len(calls.read_text().split())
+    if seen <= failures:
+        raise ConnectionError(f"flaky failure {seen}")
+    return float(seen)
+
+
+@task(outputs={"value": "number"}, timeout=0.5, retries=1, backoff_s=0.1)
+def too_slow_retried(seconds: float = 3) -> float:
+    """Always over its timeout: the timeout is retried once, then the step fails."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task(outputs=["seed", "worker", "attempt"])
+def chatty(lines: int, ctx: TaskContext) -> tuple[int, str, int]:
+    """Prints ``lines`` lines, logs a loss per line and an artifact; reports its context."""
+    for index in range(lines):
+        print(f"line {index + 1} of {lines}")
+        ctx.log_metric("loss", 1.0 / 2**index, step=index)
+    ctx.log_artifact("curve", np.linspace(0, 1, 5))
+    return ctx.seed, ctx.worker_id, ctx.attempt
+
+
+@task(outputs="never")
+def chatty_then_fail(lines: int) -> None:
+    for index in range(lines):
+        print(f"about to fail ({index})")
+    raise RuntimeError("chatty failure")
+
+
+@task(outputs="ticks")
+def print_slowly(seconds: int) -> int:
+    for tick in range(int(seconds)):
+        print(f"tick {tick}", flush=True)
+        time.sleep(1)
+    return int(seconds)
+
+
+@task(outputs="waited")
+def wait_for_cancel(seconds: float, ctx: TaskContext) -> float:
+    """Polls ``cancelled()`` for up to ``seconds``; returns how long it waited (-1: never cancelled)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if ctx.cancelled():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return -1.0
+
+
+@task(outputs="slept")
+def ignore_cancel(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task(outputs={"value": "number"})
+def fail_unless(ok: bool, x: float = 0) -> float:
+    """Fails unless ``ok``: a job that a resume with ``-p ok=true`` completes."""
+    if not ok:
+        raise RuntimeError("not ok yet")
+    return x + 100

@@ -58,13 +58,15 @@ def test_validate_with_unknown_parameter_warns_but_passes(docs) -> None:
 
 
 def test_run_json_succeeds_with_parameters_read_as_yaml(docs) -> None:
-    code, out, _ = cli("run", str(docs["good"]), "--json", "-p", "n=3")
+    code, out, _ = cli("run", str(docs["good"]), "--json", "-p", "n=3", "--seed", "7")
     payload = json.loads(out)
     assert code == 0
     assert payload == {
         "status": "succeeded",
         "steps": {"one": {"status": "succeeded", "outputs": {"sum": 5}}, "two": {"status": "succeeded", "outputs": {"sum": 15}}},
         "error": None,
+        "metrics": {},
+        "seed": 7,
     }
 
 
@@ -163,3 +165,11 @@ def test_missing_artifact_input_exits_2(tmp_path) -> None:
     doc.write_text("artifact_inputs:\n  data: {rows: any}\ngraph:\n  e: {echo: [$data]}\n")
     code, _, err = cli("run", str(doc))
     assert code == 2 and "--artifact data=PATH" in err
+
+
+def test_a_bad_isolation_setting_is_one_line_not_a_traceback(docs, monkeypatch) -> None:
+    monkeypatch.setenv("THEODOLITE_ISOLATION", "bogus")
+    code, _, err = cli("run", str(docs["good"]))
+    assert code == 2, err
+    assert "bad configuration: THEODOLITE_ISOLATION must be 'process' or 'thread', got 'bogus'" in err
+    assert "Traceback" not in err
