@@ -29,6 +29,7 @@ demo: setup
 
 services:
 	bash scripts/ensure-rabbitmq.sh
+	bash scripts/ensure-chromium.sh
 
 test: setup services lint
 	$(BIN)/python -m pytest

@@ -128,3 +128,14 @@ def slow_to_validate(length: int = 150_000) -> str:
     for i in range(1, length):
         lines += [f"  c{i}:", f"    plus: [{i}, 1]", f"    dependencies: [c{i - 1}]"]
     return "\n".join(lines) + "\n"
+
+
+RESUMABLE = """
+parameters:
+  ok: false
+graph:
+  a: {plus: [1]}
+  b: {fail_unless: [$ok, $a]}
+  c: {plus: [$b]}
+"""
+"""Fails at ``b`` until resumed with ``-p ok=true``."""

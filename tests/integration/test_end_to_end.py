@@ -16,12 +16,16 @@ from pymongo import AsyncMongoClient
 
 from services.client import Client
 from services.cluster import LocalCluster
+from shared.execution.result import JobResult
+from shared.messages import Event
 from shared.settings import Settings
 from tests.integration import documents
 from tests.support.artifact_job import write_job
 from tests.support.distributed import ROOT, TEST_PLUGINS, make_settings, running_cluster
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
+SEED = 7
+"""The job seed of both runs compared (each step's task context seed derives from it)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +38,15 @@ def cluster(amqp_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFact
 def submit(settings: Settings, text: str, **kwargs: object):
     async def go():
         async with Client(settings) as client:
-            return await client.submit_and_wait(text, timeout_s=120, **kwargs)  # type: ignore[arg-type]
+            return await client.submit_and_wait(text, timeout_s=120, seed=SEED, **kwargs)  # type: ignore[arg-type]
     return asyncio.run(go())
 
 
 def run_locally(tmp_path: Path, text: str) -> dict:
     path = tmp_path / "job.yaml"
     path.write_text(text)
-    done = subprocess.run([sys.executable, "-m", "services.cli", "run", str(path), "--json", "--plugins", str(TEST_PLUGINS)],
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run", str(path), "--json", "--plugins", str(TEST_PLUGINS),
+                           "--seed", str(SEED)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert done.returncode in (0, 1), done.stderr
     return json.loads(done.stdout)
@@ -136,6 +141,39 @@ def test_task_retries_and_timeouts_are_honoured(cluster: LocalCluster, tmp_path:
     result = submit(cluster.settings, "graph:\n  slow:\n    too_slow: [3]\n")
     assert result.status == "failed" and result.error is not None and result.error.type == "StepTimeoutError"
 
+
+
+def test_a_retry_waits_its_backoff_off_the_worker_and_every_attempt_is_recorded(cluster: LocalCluster, tmp_path: Path) -> None:
+    events: list[Event] = []
+
+    async def go() -> JobResult:
+        async with Client(cluster.settings) as client:
+            return await client.submit_and_wait(f"graph:\n  retried:\n    flaky_timed: [{tmp_path}]\n", timeout_s=120,
+                                                on_event=events.append)
+
+    result = asyncio.run(go())
+    assert result.status == "succeeded" and result.steps["retried"].outputs == {"value": 3.0}
+    first, second, third = (float(line) for line in (tmp_path / "flaky_timed.calls").read_text().split())
+    # backoff_s=0.4 ±25 %, then 0.8 capped at max_backoff_s=0.6 ±25 %: never sooner; later by a hop (more on a busy machine)
+    assert 0.3 <= second - first <= 0.5 + 3, second - first
+    assert 0.45 <= third - second <= 0.75 + 3, third - second
+    retrying = [e for e in events if e.type == "step.retrying"]
+    assert [(e.attempt, e.detail["failed_attempt"], e.detail["error"]["type"]) for e in retrying] == [
+        (2, 1, "ConnectionError"), (3, 2, "ConnectionError")]
+    # delay_s is what was left of the wait when the planner heard of the failure: at most the backoff
+    assert all(0 <= e.detail["delay_s"] <= 0.75 and e.detail["retry_at"] > 0 for e in retrying)
+    (doc,) = asyncio.run(step_docs(cluster.settings, {"job": retrying[0].job_id, "step": "retried"}))
+    assert (doc["state"], doc["attempt"]) == ("succeeded", 3)
+    history = [doc["attempts"][key] for key in sorted(doc["attempts"], key=int)]
+    assert [(a["attempt"], a["error"]["message"]) for a in history] == [(1, "flaky failure 1"), (2, "flaky failure 2")]
+
+
+def test_a_timeout_is_retried_then_fails_the_step(cluster: LocalCluster) -> None:
+    result = submit(cluster.settings, "graph:\n  slow_retried:\n    too_slow_retried: [3]\n")
+    assert result.status == "failed" and result.error is not None and result.error.type == "StepTimeoutError"
+    (doc,) = asyncio.run(step_docs(cluster.settings, {"step": "slow_retried"}))
+    assert doc["attempt"] == 2 and [a["error"]["kind"] for a in doc["attempts"].values()] == ["timeout"]
+    assert doc["error"]["kind"] == "timeout"
 
 
 def test_artifact_inputs_and_outputs_through_submit_as_with_run(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -62,6 +62,9 @@ def test_fgm_gives_the_same_metrics_as_run_and_gpu_steps_run_on_gpu_workers(ml_c
     metrics = ours["steps"]["report"]["outputs"]["metrics"]
     assert metrics == expected["steps"]["report"]["outputs"]["metrics"]
     assert metrics["clean_accuracy"] > metrics["adversarial_accuracy"]
+    logged = {point["name"] for points in ours["metrics"].values() for point in points}
+    assert {"loss", "train_accuracy", "success_rate"} <= logged, "the built-in training and attack tasks log through their context"
+    assert [point["name"] for point in submitted["metrics"]["trained"]][:1] == ["loss"], "submit --wait --json has them too"
 
     document = check_file(FGM, catalog_for(FGM)).document
     devices = {name: document.tasks[step.task].device for name, step in document.steps.items()}
