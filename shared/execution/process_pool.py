@@ -98,7 +98,30 @@ except ImportError:  # no fd passing on this platform: plain processes
     BareMainProcess: type[multiprocessing.process.BaseProcess] | None = None
 else:
     class BareMainPopen(_popen_forkserver.Popen):
-        """``popen_forkserver.Popen`` whose child does not re-run the parent's ``__main__``."""
+        """``popen_forkserver.Popen`` whose child does not re-run the parent's ``__main__``, and
+        whose exit status can be read from two threads at once.
+
+        Upstream's ``poll`` reads the status from the sentinel without a lock: when two threads
+        poll the same dead child (ours reaping a crash while another thread's
+        ``Process.start()`` runs multiprocessing's ``_cleanup``, which polls every child), one
+        reads the status and the other reads end-of-file, which upstream turns into exit code
+        255 (a crash reported as ``exit code 255`` instead of ``exit code 1``)."""
+
+        def __init__(self, process_obj: Any) -> None:
+            self._status_lock = threading.Lock()
+            super().__init__(process_obj)
+
+        def poll(self, flag: int = os.WNOHANG) -> int | None:
+            if self.returncode is None:
+                if not wait([self.sentinel], 0 if flag == os.WNOHANG else None):
+                    return None
+                with self._status_lock:
+                    if self.returncode is None:
+                        try:
+                            self.returncode = _forkserver.read_signed(self.sentinel)
+                        except (OSError, EOFError):  # as upstream: the fork server itself died
+                            self.returncode = 255
+            return self.returncode
 
         def _launch(self, process_obj: Any) -> None:  # upstream's _launch, less the __main__ keys
             prep_data = _spawn.get_preparation_data(process_obj._name)
